@@ -1,0 +1,48 @@
+# Two commands: `make course` runs the whole course, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+# Where `make course` builds the synthetic stand-in dataset when MVTEC_ROOT is not set.
+export MVTEC_TUTORIAL_SYNTHETIC_ROOT ?= $(CURDIR)/build/synthetic
+# `make data` downloads real MVTec AD here (set CATEGORIES="bottle wood" for a subset,
+# ARCHIVE=path/to/mvtec_anomaly_detection.tar.xz to use a file downloaded by hand).
+DATA_DIR ?= $(CURDIR)/data/mvtec_ad
+CATEGORIES ?=
+ARCHIVE ?=
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+
+.PHONY: install course test lab data clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[course,test,offline]"
+	touch $@
+
+install: $(INSTALLED)
+
+course: $(INSTALLED)
+	$(PY) -c "from mvtec_tutorial import settings; print('data root:', settings.data_root())"
+	mkdir -p build/notebooks
+	for notebook in $(NOTEBOOKS); do \
+		$(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+			--output-dir build/notebooks "$$notebook" || exit 1; \
+	done
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/notebooks build/notebooks/*.ipynb
+	@echo "Executed notebooks and HTML pages are in build/notebooks/"
+
+test: $(INSTALLED)
+	env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROOT=$(CURDIR)/build/test-synthetic \
+		$(PY) -m pytest tests --nbmake $(NOTEBOOKS) --nbmake-timeout=900 -q
+
+lab: $(INSTALLED)
+	$(VENV)/bin/jupyter lab notebooks/
+
+data: $(INSTALLED)
+	$(PY) -c "import sys; from mvtec_tutorial.data import download; \
+		download(sys.argv[1], sys.argv[2].split() or None, archive=sys.argv[3] or None)" \
+		"$(DATA_DIR)" "$(CATEGORIES)" "$(ARCHIVE)"
+	@echo "Now run: MVTEC_ROOT=$(DATA_DIR) make course"
+
+clean:
+	rm -rf build .pytest_cache

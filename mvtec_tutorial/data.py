@@ -1,0 +1,391 @@
+"""MVTec AD on disk -> PyTorch datasets.
+
+The official layout, which any category folder of your own may follow too::
+
+    <root>/<category>/train/good/000.png
+    <root>/<category>/test/good/000.png
+    <root>/<category>/test/<defect_type>/000.png
+    <root>/<category>/ground_truth/<defect_type>/000_mask.png
+
+Masks are matched to images by file name, never by sort position, and a test image
+without its mask (or a mask without its image) is an error that names the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+GOOD = "good"
+SPLITS = ("train", "test")
+IMAGE_SUFFIX = ".png"
+MASK_SUFFIX = "_mask.png"
+
+
+@dataclass(frozen=True)
+class CategoryInfo:
+    """Facts about one MVTec AD category, from Table 1 of Bergmann et al. (CVPR 2019).
+
+    Attributes
+    ----------
+    kind : {"texture", "object"}
+    n_train, n_test_good, n_test_defective : int
+        Image counts of the official splits.
+    n_defect_types, n_defect_regions : int
+        Number of defect types and of annotated connected defect regions.
+    side_length : int
+        Side of the square images in pixels.
+    grayscale : bool
+        True for the three single-channel categories (grid, screw, zipper).
+    """
+
+    kind: str
+    n_train: int
+    n_test_good: int
+    n_test_defective: int
+    n_defect_types: int
+    n_defect_regions: int
+    side_length: int
+    grayscale: bool = False
+
+
+_TABLE_1 = {
+    "carpet": CategoryInfo("texture", 280, 28, 89, 5, 97, 1024),
+    "grid": CategoryInfo("texture", 264, 21, 57, 5, 170, 1024, grayscale=True),
+    "leather": CategoryInfo("texture", 245, 32, 92, 5, 99, 1024),
+    "tile": CategoryInfo("texture", 230, 33, 84, 5, 86, 840),
+    "wood": CategoryInfo("texture", 247, 19, 60, 5, 168, 1024),
+    "bottle": CategoryInfo("object", 209, 20, 63, 3, 68, 900),
+    "cable": CategoryInfo("object", 224, 58, 92, 8, 151, 1024),
+    "capsule": CategoryInfo("object", 219, 23, 109, 5, 114, 1000),
+    "hazelnut": CategoryInfo("object", 391, 40, 70, 4, 136, 1024),
+    "metal_nut": CategoryInfo("object", 220, 22, 93, 4, 132, 700),
+    "pill": CategoryInfo("object", 267, 26, 141, 7, 245, 800),
+    "screw": CategoryInfo("object", 320, 41, 119, 5, 135, 1024, grayscale=True),
+    "toothbrush": CategoryInfo("object", 60, 12, 30, 1, 66, 1024),
+    "transistor": CategoryInfo("object", 213, 60, 40, 4, 44, 1024),
+    "zipper": CategoryInfo("object", 240, 32, 119, 7, 177, 1024, grayscale=True),
+}
+#: The 15 MVTec AD categories, textures first, as in the paper's tables.
+CATEGORIES: tuple[str, ...] = tuple(_TABLE_1)
+TEXTURES = tuple(name for name, info in _TABLE_1.items() if info.kind == "texture")
+OBJECTS = tuple(name for name, info in _TABLE_1.items() if info.kind == "object")
+
+
+def category_info(name: str) -> CategoryInfo:
+    """Return the paper's facts about category ``name`` (see :class:`CategoryInfo`).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`CATEGORIES`.
+    """
+    if name not in _TABLE_1:
+        raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
+    return _TABLE_1[name]
+
+
+def read_image(path: str | Path, *, mode: str = "RGB", size: int | None = None) -> Image.Image:
+    """Open an image file, convert it to ``mode`` and optionally resize it to ``size`` x ``size``.
+
+    RGB images are resized bilinearly (with antialiasing); masks (``mode="L"``) with nearest
+    neighbour so they stay binary. Raises :class:`OSError` naming the file if it cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+    except (UnidentifiedImageError, OSError) as error:
+        raise OSError(f"cannot read image {path}: {error}. Replace or delete this file.") from error
+    if size is not None and image.size != (size, size):
+        resample = Image.NEAREST if mode == "L" else Image.BILINEAR
+        image = image.resize((size, size), resample)
+    return image
+
+
+class MVTecAD(Dataset):
+    """One category and split of MVTec AD (or any folder in its layout).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder holding the category folders, e.g. ``mvtec_anomaly_detection/``.
+    category : str
+        Category folder name, e.g. ``"bottle"``; need not be one of the 15.
+    split : {"train", "test"}
+    image_size : int or None, default=256
+        Images and masks are resized to ``image_size`` x ``image_size``; None keeps the file size.
+    defect_types : sequence of str, optional
+        Keep only these test folders (``"good"`` included); default all.
+    transform : callable, optional
+        Called as ``transform(image, mask)`` and returning both, e.g. a torchvision
+        ``transforms.v2`` pipeline (the mask arrives as a ``tv_tensors.Mask``).
+
+    Each item is a dict: ``image`` float32 tensor (3, H, W) in [0, 1] (grayscale copied to three
+    channels), ``mask`` bool tensor (H, W) (all False for good images), ``label`` int (0 good,
+    1 defective), ``defect_type`` str and ``path`` str.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` or the split folder is missing, or a test image has no mask.
+    ValueError
+        If ``category`` or ``split`` is unknown, or a mask has no image.
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=4, progress=False)
+    >>> dataset = MVTecAD(root, "bottle", "test", image_size=64)
+    >>> item = dataset[0]; item["image"].shape, item["mask"].shape
+    (torch.Size([3, 64, 64]), torch.Size([64, 64]))
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        *,
+        image_size: int | None = 256,
+        defect_types: Sequence[str] | None = None,
+        transform: Callable | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.category = category
+        self.split = split
+        self.image_size = image_size
+        self.transform = transform
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        _check_category_folder(self.root, category)
+        split_dir = self.root / category / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(f"{split_dir} is missing; expected the MVTec AD layout (see mvtec_tutorial.data)")
+        available = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        if defect_types is not None:
+            unknown = sorted(set(defect_types) - set(available))
+            if unknown:
+                raise ValueError(f"unknown defect types {unknown} in {split_dir}; available: {', '.join(available)}")
+            available = [name for name in available if name in defect_types]
+        self.samples: list[tuple[Path, Path | None, str]] = []
+        for defect_type in available:
+            images = sorted((split_dir / defect_type).glob("*" + IMAGE_SUFFIX))
+            masks = _match_masks(self.root / category / "ground_truth" / defect_type, images, defect_type)
+            self.samples += [(image, mask, defect_type) for image, mask in zip(images, masks)]
+        if not self.samples:
+            raise FileNotFoundError(f"no {IMAGE_SUFFIX} images under {split_dir}")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of all items, (N,) int64, 1 = defective; no image is read."""
+        return np.array([int(defect != GOOD) for _, _, defect in self.samples], dtype=np.int64)
+
+    @property
+    def defect_types(self) -> list[str]:
+        """Defect type of every item, in order; no image is read."""
+        return [defect for _, _, defect in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, mask_path, defect_type = self.samples[index]
+        image = read_image(image_path, size=self.image_size)
+        image = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        if mask_path is None:
+            mask = torch.zeros(image.shape[1:], dtype=torch.bool)
+        else:
+            mask = torch.from_numpy(np.asarray(read_image(mask_path, mode="L", size=self.image_size)) > 127)
+            if mask.shape != image.shape[1:]:
+                raise ValueError(f"mask {mask_path} is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
+        if self.transform is not None:
+            from torchvision import tv_tensors
+
+            image, mask = self.transform(image, tv_tensors.Mask(mask))
+            mask = mask.as_subclass(torch.Tensor)
+        return {"image": image, "mask": mask, "label": int(defect_type != GOOD),
+                "defect_type": defect_type, "path": str(image_path)}
+
+    def __repr__(self) -> str:
+        return f"MVTecAD(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, n={len(self)})"
+
+
+def _check_category_folder(root: Path, category: str) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset root {root} does not exist. Download MVTec AD with `make data` "
+            "(mvtec_tutorial.data.download), or build the synthetic stand-in with "
+            "mvtec_tutorial.synthetic.make_dataset(root), or unset MVTEC_ROOT to use it."
+        )
+    if not (root / category).is_dir():
+        present = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
+        raise ValueError(
+            f"unknown category {category!r} in {root}; present: {', '.join(present) or 'none'}"
+            f" (MVTec AD has: {', '.join(CATEGORIES)})"
+        )
+
+
+def _match_masks(mask_dir: Path, images: list[Path], defect_type: str) -> list[Path | None]:
+    """Pair each image with ``<mask_dir>/<stem>_mask.png`` by name; good images have none."""
+    if defect_type == GOOD:
+        return [None] * len(images)
+    masks = {p.name[: -len(MASK_SUFFIX)]: p for p in mask_dir.glob("*" + MASK_SUFFIX)}
+    stems = {p.stem for p in images}
+    missing = [str(p) for p in images if p.stem not in masks]
+    if missing:
+        raise FileNotFoundError(f"no ground-truth mask in {mask_dir} for images: {', '.join(missing)}")
+    orphans = sorted(str(masks[stem]) for stem in set(masks) - stems)
+    if orphans:
+        raise ValueError(f"masks without an image in test/{defect_type}: {', '.join(orphans)}")
+    return [masks[p.stem] for p in images]
+
+
+def train_validation_split(dataset: Dataset, *, validation_fraction: float = 0.2,
+                           seed: int = 0) -> tuple[Subset, Subset]:
+    """Hold out a seeded random fraction of the (normal) training images for validation.
+
+    Thresholds are chosen on the validation part, which the model never trains on.
+
+    Returns
+    -------
+    train, validation : torch.utils.data.Subset
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    n_validation = max(1, round(len(dataset) * validation_fraction))
+    if n_validation >= len(dataset):
+        raise ValueError(f"cannot hold out {n_validation} of {len(dataset)} images; use a smaller fraction")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    return Subset(dataset, sorted(order[n_validation:].tolist())), Subset(dataset, sorted(order[:n_validation].tolist()))
+
+
+def stack(dataset: Dataset, *, progress: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[str]]:
+    """Read a whole dataset into memory.
+
+    Returns
+    -------
+    images : torch.Tensor of shape (N, 3, H, W), float32 in [0, 1]
+    masks : ndarray of shape (N, H, W), bool
+    labels : ndarray of shape (N,), int64, 1 = defective
+    defect_types : list of str, length N
+    """
+    items = [dataset[i] for i in tqdm(range(len(dataset)), desc="loading images", disable=not progress, leave=False)]
+    if not items:
+        raise ValueError("the dataset is empty")
+    images = torch.stack([item["image"] for item in items])
+    masks = torch.stack([item["mask"] for item in items]).numpy().astype(bool)
+    labels = np.array([item["label"] for item in items], dtype=np.int64)
+    return images, masks, labels, [item["defect_type"] for item in items]
+
+
+# The official archive (all 15 categories, 4.9 GiB). Mirrors have moved before: when this URL
+# rots, download by hand from MVTEC_HOMEPAGE and pass archive=<path>.
+MVTEC_URL = ("https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
+             "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz")
+MVTEC_SHA256 = "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d"
+MVTEC_HOMEPAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: str | Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(root: str | Path, categories: Sequence[str] | None = None, *, archive: str | Path | None = None,
+             url: str = MVTEC_URL, sha256: str = MVTEC_SHA256) -> Path:
+    """Download (or take) the official MVTec AD archive, verify it and extract categories.
+
+    Parameters
+    ----------
+    root : str or Path
+        Destination; categories end up in ``<root>/<category>``.
+    categories : sequence of str, optional
+        Extract only these; default all 15.
+    archive : str or Path, optional
+        A ``mvtec_anomaly_detection.tar.xz`` you downloaded by hand; nothing is fetched.
+    url, sha256 : str
+        Where to fetch from and the digest the archive must have.
+
+    Returns
+    -------
+    Path
+        ``root``.
+
+    Raises
+    ------
+    ValueError
+        If the archive's SHA-256 differs (the file is kept aside as ``*.corrupt`` and
+        nothing is extracted) or a category is unknown.
+    OSError
+        If the download fails; the message says how to download by hand. A partial
+        download is kept and resumed on the next call.
+    """
+    root = Path(root).expanduser()
+    categories = list(CATEGORIES if categories is None else categories)
+    for name in categories:
+        category_info(name)
+    root.mkdir(parents=True, exist_ok=True)
+    if archive is None:
+        archive = root / Path(url).name
+        if not archive.exists():
+            _fetch(url, archive)
+    archive = Path(archive)
+    actual = sha256_of(archive)
+    if actual != sha256:
+        corrupt = archive.with_name(archive.name + ".corrupt")
+        archive.replace(corrupt)
+        raise ValueError(f"{archive} has SHA-256 {actual}, expected {sha256}; moved it to {corrupt}. "
+                         f"Delete it and download again, or fetch it by hand from {MVTEC_HOMEPAGE}.")
+    _extract(archive, root, categories)
+    return root
+
+
+def _fetch(url: str, destination: Path) -> None:
+    """Download ``url`` to ``destination`` via a ``.part`` file that a later call resumes."""
+    partial = destination.with_name(destination.name + ".part")
+    start = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            if start and response.status != 206:  # the server ignored the range: start over
+                start = 0
+            total = int(response.headers.get("Content-Length", 0)) + start
+            with open(partial, "ab" if start else "wb") as file, tqdm(
+                total=total or None, initial=start, unit="B", unit_scale=True, desc=destination.name
+            ) as bar:
+                for block in iter(lambda: response.read(_CHUNK), b""):
+                    file.write(block)
+                    bar.update(len(block))
+    except OSError as error:
+        raise OSError(
+            f"downloading {url} failed ({error}). The partial file {partial} is kept and the next call "
+            f"resumes it. To download by hand, get mvtec_anomaly_detection.tar.xz from {MVTEC_HOMEPAGE} "
+            "and call download(root, archive='path/to/mvtec_anomaly_detection.tar.xz')."
+        ) from error
+    partial.replace(destination)
+
+
+def _extract(archive: Path, root: Path, categories: Sequence[str]) -> None:
+    wanted = tuple(categories)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if Path(m.name).parts and Path(m.name).parts[0] in wanted]
+        for member in tqdm(members, desc="extracting", unit="file"):
+            tar.extract(member, root, filter="data")
+    missing = [name for name in wanted if not (root / name / "train").is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{archive} held no folder for {', '.join(missing)}; is it the MVTec AD archive?")
+

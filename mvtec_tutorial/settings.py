@@ -1,0 +1,89 @@
+"""Course-wide settings: where the data lives, fast mode, seeds and devices.
+
+Every notebook starts with :func:`describe`, so a saved or shared run says what it ran on.
+Nothing here runs on import.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Environment variable pointing at a real MVTec AD root (the folder holding ``bottle/`` etc.).
+ROOT_ENV = "MVTEC_ROOT"
+#: Environment variable for where the synthetic stand-in dataset is built.
+SYNTHETIC_ROOT_ENV = "MVTEC_TUTORIAL_SYNTHETIC_ROOT"
+#: ``MVTEC_TUTORIAL_FAST=1`` (set by ``make test``) shrinks every notebook's run sizes.
+FAST_ENV = "MVTEC_TUTORIAL_FAST"
+DEFAULT_SYNTHETIC_ROOT = Path.home() / ".cache" / "mvtec_tutorial" / "synthetic"
+
+
+def using_real_data() -> bool:
+    """Return True when ``MVTEC_ROOT`` is set, i.e. the course runs on real MVTec AD."""
+    return bool(os.environ.get(ROOT_ENV))
+
+
+def synthetic_root() -> Path:
+    """Folder of the synthetic dataset: ``MVTEC_TUTORIAL_SYNTHETIC_ROOT`` or ``~/.cache/mvtec_tutorial/synthetic``."""
+    return Path(os.environ.get(SYNTHETIC_ROOT_ENV) or DEFAULT_SYNTHETIC_ROOT)
+
+
+def data_root() -> Path:
+    """Return the dataset root the course uses.
+
+    ``MVTEC_ROOT`` when it is set (real MVTec AD; it must exist). Otherwise the synthetic
+    stand-in, which is built with :func:`mvtec_tutorial.synthetic.make_dataset` the first
+    time (a few seconds) and reused afterwards.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``MVTEC_ROOT`` names a folder that does not exist.
+    """
+    real = os.environ.get(ROOT_ENV)
+    if real:
+        root = Path(real).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{ROOT_ENV}={real!r} is not a folder. Point it at the folder that holds the "
+                "category folders (e.g. bottle/), run `make data` to download MVTec AD, or unset "
+                f"{ROOT_ENV} to use the built-in synthetic dataset."
+            )
+        return root
+    from mvtec_tutorial.synthetic import make_dataset  # deferred: only needed without real data
+
+    return make_dataset(synthetic_root(), progress=False)
+
+
+def fast_mode() -> bool:
+    """Return True when ``MVTEC_TUTORIAL_FAST=1``: notebooks shrink run sizes (used by ``make test``)."""
+    return os.environ.get(FAST_ENV, "0") == "1"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (for notebooks; the package uses its own)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Return ``device`` as a :class:`torch.device`; ``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def describe(category: str, seed: int) -> None:
+    """Print the settings a notebook runs with: data source, category, device, seed, fast mode."""
+    source = f"real MVTec AD at {os.environ[ROOT_ENV]}" if using_real_data() else (
+        f"synthetic stand-in at {synthetic_root()} (set {ROOT_ENV} for real data)"
+    )
+    print(f"data:     {source}")
+    print(f"category: {category}")
+    print(f"device:   {get_device()} (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
+    print(f"seed:     {seed}")
+    print(f"fast:     {fast_mode()} ({FAST_ENV}=1 shrinks run sizes)")

@@ -1,0 +1,211 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvtec_tutorial import data
+
+
+def copy_category(synthetic_root, tmp_path, category="bottle"):
+    shutil.copytree(synthetic_root / category, tmp_path / category)
+    return tmp_path
+
+
+def test_table_1_totals_match_the_paper():
+    infos = [data.category_info(name) for name in data.CATEGORIES]
+    assert len(data.CATEGORIES) == 15
+    assert sum(i.n_train for i in infos) == 3629
+    assert sum(i.n_test_good for i in infos) == 467
+    assert sum(i.n_test_defective for i in infos) == 1258
+    assert sum(i.n_defect_types for i in infos) == 73
+    assert sum(i.n_defect_regions for i in infos) == 1888
+    assert {n for n in data.CATEGORIES if data.category_info(n).grayscale} == {"grid", "screw", "zipper"}
+    assert len(data.TEXTURES) == 5 and len(data.OBJECTS) == 10
+
+
+def test_unknown_category_info_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown category 'botle'; known: carpet, grid"):
+        data.category_info("botle")
+
+
+def test_items_have_images_masks_labels(synthetic_root):
+    dataset = data.MVTecAD(synthetic_root, "bottle", "test", image_size=32)
+    item = dataset[len(dataset) - 1]
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["mask"].shape == (32, 32) and item["mask"].dtype == torch.bool
+    labels = dataset.labels
+    assert set(labels) == {0, 1}
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert item["label"] == int(item["defect_type"] != "good") == labels[index]
+        assert bool(item["mask"].any()) == bool(item["label"])  # good images have empty masks
+
+
+def test_masks_are_matched_by_name_not_position(synthetic_root, tmp_path):
+    root = copy_category(synthetic_root, tmp_path)
+    defect_dir = root / "bottle" / "test" / "contamination"
+    mask_dir = root / "bottle" / "ground_truth" / "contamination"
+    # Renaming image 000 -> 900 (and its mask) changes sort order; pairs must follow names.
+    (defect_dir / "000.png").rename(defect_dir / "900.png")
+    (mask_dir / "000_mask.png").rename(mask_dir / "900_mask.png")
+    dataset = data.MVTecAD(root, "bottle", "test", image_size=None, defect_types=["contamination"])
+    for image_path, mask_path, _ in dataset.samples:
+        assert mask_path.name == image_path.stem + "_mask.png"
+    item = next(dataset[i] for i in range(len(dataset)) if dataset[i]["path"].endswith("900.png"))
+    expected = np.asarray(Image.open(mask_dir / "900_mask.png")) > 127
+    np.testing.assert_array_equal(item["mask"].numpy(), expected)
+
+
+def test_masks_are_resized_with_nearest_neighbour(synthetic_root):
+    dataset = data.MVTecAD(synthetic_root, "bottle", "test", image_size=47)
+    masks = [dataset[i]["mask"] for i in range(len(dataset))]
+    assert all(m.shape == (47, 47) for m in masks)
+    raw = np.asarray(data.read_image(dataset.samples[0][1], mode="L", size=47))
+    assert set(np.unique(raw)) <= {0, 255}  # no interpolated grey levels
+
+
+def test_grayscale_images_come_out_with_three_channels(synthetic_root, tmp_path):
+    root = copy_category(synthetic_root, tmp_path)
+    path = root / "bottle" / "train" / "good" / "000.png"
+    Image.open(path).convert("L").save(path)
+    image = data.MVTecAD(root, "bottle", "train", image_size=None)[0]["image"]
+    assert image.shape[0] == 3
+    torch.testing.assert_close(image[0], image[2])
+
+
+def test_missing_root_says_how_to_get_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make data.*synthetic"):
+        data.MVTecAD(tmp_path / "nowhere", "bottle")
+
+
+def test_unknown_category_lists_what_exists(synthetic_root):
+    with pytest.raises(ValueError, match="unknown category 'botle'.*present: bottle, carpet, pill, wood"):
+        data.MVTecAD(synthetic_root, "botle")
+
+
+def test_unknown_split_and_defect_type(synthetic_root):
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        data.MVTecAD(synthetic_root, "bottle", "val")
+    with pytest.raises(ValueError, match="unknown defect types \\['crack'\\]"):
+        data.MVTecAD(synthetic_root, "bottle", "test", defect_types=["crack"])
+
+
+def test_image_without_mask_names_the_file(synthetic_root, tmp_path):
+    root = copy_category(synthetic_root, tmp_path)
+    (root / "bottle" / "ground_truth" / "contamination" / "001_mask.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no ground-truth mask .* for images: .*contamination/001.png"):
+        data.MVTecAD(root, "bottle", "test")
+
+
+def test_mask_without_image_names_the_file(synthetic_root, tmp_path):
+    root = copy_category(synthetic_root, tmp_path)
+    (root / "bottle" / "test" / "contamination" / "001.png").unlink()
+    with pytest.raises(ValueError, match="masks without an image in test/contamination: .*001_mask.png"):
+        data.MVTecAD(root, "bottle", "test")
+
+
+def test_corrupt_png_names_the_file(synthetic_root, tmp_path):
+    root = copy_category(synthetic_root, tmp_path)
+    broken = root / "bottle" / "train" / "good" / "000.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    dataset = data.MVTecAD(root, "bottle", "train")
+    with pytest.raises(OSError, match="cannot read image .*000.png"):
+        dataset[0]
+
+
+def test_transform_moves_image_and_mask_together(synthetic_root):
+    from torchvision.transforms import v2
+
+    plain = data.MVTecAD(synthetic_root, "bottle", "test", image_size=32)
+    flipped = data.MVTecAD(synthetic_root, "bottle", "test", image_size=32, transform=v2.RandomHorizontalFlip(p=1.0))
+    index = 0  # a defective image: its mask is not empty
+    assert plain[index]["mask"].any()
+    torch.testing.assert_close(flipped[index]["image"], plain[index]["image"].flip(-1))
+    assert torch.equal(flipped[index]["mask"], plain[index]["mask"].flip(-1))
+    assert type(flipped[index]["mask"]) is torch.Tensor
+
+
+def test_validation_split_is_seeded_and_disjoint(synthetic_root):
+    dataset = data.MVTecAD(synthetic_root, "bottle", "train", image_size=32)
+    train, validation = data.train_validation_split(dataset, validation_fraction=0.25, seed=3)
+    again, _ = data.train_validation_split(dataset, validation_fraction=0.25, seed=3)
+    assert train.indices == again.indices
+    assert set(train.indices).isdisjoint(validation.indices)
+    assert len(train) + len(validation) == len(dataset) and len(validation) == 2
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        data.train_validation_split(dataset, validation_fraction=1.0)
+
+
+def test_stack_returns_arrays_in_order(synthetic_root):
+    dataset = data.MVTecAD(synthetic_root, "pill", "test", image_size=32)
+    images, masks, labels, defect_types = data.stack(dataset, progress=False)
+    assert images.shape == (len(dataset), 3, 32, 32) and masks.shape == (len(dataset), 32, 32)
+    np.testing.assert_array_equal(labels, dataset.labels)
+    assert defect_types == dataset.defect_types
+
+
+def _tar_category(source_root, category, archive):
+    import tarfile
+
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(source_root / category, arcname=category)
+
+
+def test_download_from_a_manual_archive_verifies_and_extracts(synthetic_root, tmp_path):
+    archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
+    _tar_category(synthetic_root, "bottle", archive)
+    root = data.download(tmp_path / "out", ["bottle"], archive=archive, sha256=data.sha256_of(archive))
+    assert len(data.MVTecAD(root, "bottle", "test")) == len(data.MVTecAD(synthetic_root, "bottle", "test"))
+
+
+def test_tampered_archive_is_refused_and_kept_aside(synthetic_root, tmp_path):
+    archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
+    _tar_category(synthetic_root, "bottle", archive)
+    with pytest.raises(ValueError, match="SHA-256 .* expected 0000"):
+        data.download(tmp_path / "out", ["bottle"], archive=archive, sha256="0" * 64)
+    assert not (tmp_path / "out" / "bottle").exists()
+    assert (tmp_path / "mvtec_anomaly_detection.tar.xz.corrupt").exists()
+
+
+def test_failed_download_keeps_partial_file_and_says_what_to_do(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
+    with pytest.raises(OSError, match="partial file .* is kept.*download by hand"):
+        data.download(tmp_path, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz")
+
+
+def test_download_resumes_a_partial_file(synthetic_root, tmp_path, monkeypatch):
+    import io
+
+    archive = tmp_path / "source.tar.xz"
+    _tar_category(synthetic_root, "bottle", archive)
+    payload = archive.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mvtec_anomaly_detection.tar.xz.part").write_bytes(payload[:1000])
+    requested = {}
+
+    class Response(io.BytesIO):
+        status = 206
+        headers = {"Content-Length": str(len(payload) - 1000)}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def serve(request, timeout):
+        requested["range"] = request.get_header("Range")
+        return Response(payload[1000:])
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", serve)
+    data.download(out, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz",
+                  sha256=data.sha256_of(archive))
+    assert requested["range"] == "bytes=1000-"
+    assert (out / "bottle" / "train" / "good").is_dir()

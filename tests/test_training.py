@@ -1,0 +1,103 @@
+import pytest
+import torch
+from torch import nn
+
+from mvtec_tutorial import training
+
+
+def regression_problem(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(64, 4, generator=generator)
+    targets = inputs @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
+    dataset = torch.utils.data.TensorDataset(inputs, targets)
+    return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def mse(model, batch):
+    inputs, targets = batch
+    return nn.functional.mse_loss(model(inputs).squeeze(-1), targets)
+
+
+def test_training_lowers_the_loss_and_is_reproducible():
+    histories, weights = [], []
+    for _ in range(2):
+        torch.manual_seed(123)  # same initial weights
+        model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+        histories.append(training.train(model, regression_problem(), mse, epochs=5, learning_rate=0.05,
+                                        seed=1, device="cpu", progress=False))
+        weights.append(model[0].weight.detach().clone())
+    assert histories[0]["loss"][-1] < 0.5 * histories[0]["loss"][0]
+    assert histories[0] == histories[1]
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+    assert not model.training  # returned in eval mode
+
+
+def test_training_does_not_touch_the_callers_random_state():
+    model, loader = nn.Linear(4, 1), regression_problem()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    training.train(model, loader, mse, epochs=1, device="cpu", progress=False)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_early_stopping_restores_the_best_weights():
+    model = nn.Linear(4, 1)
+    calls = {"n": 0}
+
+    def worsening_validation(model, batch):
+        calls["n"] += 1
+        return mse(model, batch) if model.training else torch.tensor(float(calls["n"]))
+
+    history = training.train(model, regression_problem(), worsening_validation, epochs=20, patience=2,
+                             validation_loader=[next(iter(regression_problem()))], device="cpu", progress=False)
+    assert len(history["loss"]) == 3  # best after epoch 1, then two stale epochs
+    assert history["val_loss"] == sorted(history["val_loss"])
+
+
+def test_non_finite_loss_is_an_error():
+    def explode(model, batch):
+        return model(batch[0]).sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        training.train(nn.Linear(4, 1), regression_problem(), explode, epochs=1, device="cpu", progress=False)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    path = training.save_checkpoint(tmp_path / "model.pt", model, epochs=3, loss=0.25)
+    fresh = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    assert training.load_checkpoint(path, fresh) == {"epochs": 3, "loss": 0.25}
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class Small(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.layer = nn.Linear(4, width)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = training.save_checkpoint(tmp_path / "model.pt", nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="holds a Linear but the model is a Small"):
+        training.load_checkpoint(path, Small())
+
+
+def test_checkpoint_with_other_settings_names_the_parameters(tmp_path):
+    path = training.save_checkpoint(tmp_path / "model.pt", Small(width=8))
+    with pytest.raises(ValueError, match="mismatched parameters layer.bias, layer.weight"):
+        training.load_checkpoint(path, Small(width=16))
+
+
+def test_bad_checkpoint_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        training.load_checkpoint(tmp_path / "missing.pt", Small())
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        training.load_checkpoint(garbage, Small())
+    foreign = tmp_path / "foreign.pt"
+    torch.save(Small().state_dict(), foreign)
+    with pytest.raises(ValueError, match="not written by mvtec_tutorial"):
+        training.load_checkpoint(foreign, Small())
