@@ -62,13 +62,13 @@ def run_cell(root: str | Path, category: str, method: str, *, image_size: int = 
     detector.fit(train)
     fit_seconds = time.perf_counter() - start
     validation_maps, _ = detector.predict(validation)
-    threshold = thresholds.min_defect_area_threshold(
-        validation_maps, thresholds.min_defect_area_pixels(validation_maps.shape[1:],
-                                                           relative_area=relative_min_defect_area))
+    min_defect_area = thresholds.min_defect_area_pixels(validation_maps.shape[1:],
+                                                        relative_area=relative_min_defect_area)
+    threshold = thresholds.min_defect_area_threshold(validation_maps, min_defect_area)
     start = time.perf_counter()
     maps, scores = detector.predict(test_images)
     predict_seconds = time.perf_counter() - start
-    values = metrics.evaluate(masks, maps, labels, scores, threshold=threshold)
+    values = metrics.evaluate(masks, maps, labels, scores, threshold=threshold, min_defect_area=min_defect_area)
     values.update(fit_seconds=fit_seconds, predict_seconds=predict_seconds)
     settings = f"{detector!r} image_size={image_size} quick={quick}"
     return pd.DataFrame([{"category": category, "method": method, "metric": name, "value": float(value),
