@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
+from mvtec_tutorial.data import as_images
 from mvtec_tutorial.settings import get_device
 
 BACKBONES = ("efficientnet_lite0", "resnet18")
@@ -453,9 +454,6 @@ class FeatureExtractor(nn.Module):
         ValueError
             If images are not (N, 3, H, W) in [0, 1], or batch_size < 1.
         """
-        # Deferred: mvtec_tutorial.models imports this module, so a top-level import would be circular.
-        from mvtec_tutorial.models.base import as_images
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         images = as_images(images, progress=progress)

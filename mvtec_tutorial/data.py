@@ -17,7 +17,7 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -285,6 +285,36 @@ def stack(dataset: Dataset, *, progress: bool = True) -> tuple[torch.Tensor, np.
     masks = torch.stack([item["mask"] for item in items]).numpy().astype(bool)
     labels = np.array([item["label"] for item in items], dtype=np.int64)
     return images, masks, labels, [item["defect_type"] for item in items]
+
+
+def as_images(images: Any, *, progress: bool = False) -> torch.Tensor:
+    """Convert a dataset, tensor or array of images to a float32 tensor (N, 3, H, W) in [0, 1].
+
+    Accepts a Dataset of item dicts (as :class:`mvtec_tutorial.data.MVTecAD` gives), a tensor or
+    ndarray of shape (N, 3, H, W) or (3, H, W), float in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the shape is not (N, 3, H, W), the values leave [0, 1] or are not finite.
+    """
+    if isinstance(images, Dataset):
+        images = stack(images, progress=progress)[0]
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}; "
+                         "copy grayscale images to three channels")
+    if images.shape[0] == 0:
+        raise ValueError("got no images")
+    images = images.float()
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"expected values in [0, 1], got [{images.min():.3g}, {images.max():.3g}]; "
+                         "pass images as loaded by MVTecAD (not normalised)")
+    return images
 
 
 # The official archive (all 15 categories, 4.9 GiB). Mirrors have moved before: when this URL
