@@ -1,4 +1,5 @@
-import numpy as np
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -67,3 +68,12 @@ def test_compare_with_paper_gives_the_difference():
 def test_unknown_method_lists_the_known_ones(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match="unknown methods \\['padimm'\\]; known: mean_image"):
         benchmark.run(synthetic_root, ["bottle"], ["padimm"], tmp_path)
+
+
+def test_results_have_float_columns_and_another_root_is_not_taken_as_done(synthetic_root, tmp_path):
+    first = benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path / "out", image_size=32)
+    assert first["value"].dtype == float and first["seconds"].dtype == float
+    other_root = tmp_path / "copy"
+    shutil.copytree(synthetic_root / "bottle", other_root / "bottle")
+    again = benchmark.run(other_root, ["bottle"], ["mean_image"], tmp_path / "out", image_size=32)
+    assert again["settings"].str.contains(str(other_root.resolve())).all()
