@@ -1,28 +1,32 @@
 """Figures from arrays: image grids with defect outlines, anomaly maps over images, ROC and PRO
-curves, score and defect-size histograms.
+curves, accuracies over a threshold sweep and an interactive threshold explorer, score and
+defect-size histograms, heatmaps of benchmark results.
 
-Every function takes numpy arrays (CPU tensors work too) and returns a
-:class:`matplotlib.figure.Figure`; none knows a model. Anomaly maps always use
+Every function takes numpy arrays (CPU tensors work too; benchmark results as a tidy DataFrame)
+and returns a :class:`matplotlib.figure.Figure`, except :func:`threshold_explorer`, which returns
+a function that redraws its Figure; none knows a model. Anomaly maps always use
 :data:`ANOMALY_CMAP` and ground-truth outlines :data:`MASK_COLOUR`, so every notebook reads the same.
 
 Each figure is made with ``pyplot`` and closed at once: pyplot keeps no
 reference to it, so nothing accumulates over a long notebook or test run, and Jupyter shows it
 exactly once, as the value of the cell's last line (``viz.show_maps(...)``); a figure bound to a
 name is shown with ``display(figure)`` or saved with ``figure.savefig(path)``.
-Curve functions accept ``ax=`` to draw several methods into one plot; they return ``ax.figure``.
+:func:`plot_roc` and :func:`plot_pro` accept ``ax=`` to draw several methods into one plot; they
+return ``ax.figure``.
 """
 from __future__ import annotations
 
 from itertools import zip_longest
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 from sklearn.metrics import roc_curve
 
@@ -38,10 +42,19 @@ GOOD_COLOUR = "tab:blue"
 DEFECTIVE_COLOUR = "tab:red"
 #: Opacity of an anomaly map drawn over its (grayscale) image: enough to still see the object.
 HEATMAP_ALPHA = 0.6
+#: Colour map of score heatmaps (metrics in [0, 1]); not ANOMALY_CMAP, so a table never reads as a map.
+SCORE_CMAP = "viridis"
 #: Side of one image panel in inches.
 PANEL_INCHES = 2.0
-#: FPR steps of the shaded area under a PRO curve (about one per pixel of a 5-inch plot).
-SHADE_STEPS = 2000
+#: FPR steps, linear and logarithmic each, at which ROC and PRO curves are drawn (about one per
+#: pixel of a 5-inch plot).
+CURVE_STEPS = 2000
+#: Line styles of successive minimum defect areas, and colours of marked thresholds, in a sweep.
+AREA_STYLES = ("-", "--", ":", "-.")
+MARK_COLOURS = ("black", "tab:green", "tab:purple", "tab:brown")
+#: Points of the chance diagonal: log-spaced down to 1e-12 (below one pixel of all MVTec AD test
+#: images at full size), so it stays the curve y = x on a logarithmic FPR axis too.
+CHANCE_POINTS = np.r_[0.0, np.geomspace(1e-12, 1.0, 241)]
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -70,20 +83,30 @@ def _check_length(name: str, values: Sequence | np.ndarray | None, n: int) -> No
         raise ValueError(f"got {len(values)} {name} for {n} images; pass one per image (or None)")
 
 
-def _new_figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
-    """A constrained-layout Figure and its (nrows, ncols) array of Axes, already closed in pyplot.
+def _as_labels(labels: Any, n: int) -> np.ndarray:
+    """Check image labels: shape (n,), values 0 (good) and 1 (defective)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"expected labels of shape ({n},), one per image, of 0 (good) / 1 (defective); got "
+                         f"shape {labels.shape}, label values {np.unique(labels).tolist()}")
+    return labels
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A constrained-layout Figure, already closed in pyplot.
 
     Jupyter's inline backend shows every open pyplot figure when a cell ends, and again the
     figure a cell returns; closing it here leaves only the second, and frees pyplot's reference.
     """
-    figure, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained", figsize=figsize)
+    figure = plt.figure(layout="constrained", figsize=figsize)
     plt.close(figure)
-    return figure, axes
+    return figure
 
 
 def _image_grid(nrows: int, ncols: int, *, extra_width: float = 0.0) -> tuple[Figure, np.ndarray]:
     """A Figure with an (nrows, ncols) array of tickless image Axes."""
-    figure, axes = _new_figure(nrows, ncols, (ncols * PANEL_INCHES + extra_width, nrows * PANEL_INCHES))
+    figure = _new_figure((ncols * PANEL_INCHES + extra_width, nrows * PANEL_INCHES))
+    axes = figure.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])  # ticks off but the Axes kept on, so set_ylabel still labels a row
         ax.set_yticks([])
@@ -92,7 +115,34 @@ def _image_grid(nrows: int, ncols: int, *, extra_width: float = 0.0) -> tuple[Fi
 
 def _curve_axes(ax: Axes | None) -> Axes:
     """The caller's Axes, or one on a new Figure sized for a single plot."""
-    return ax if ax is not None else _new_figure(1, 1, (5.0, 4.2))[1][0, 0]
+    return ax if ax is not None else _new_figure((5.0, 4.2)).subplots()
+
+
+def _finish_fpr_plot(ax: Axes, *, n_negatives: int, log_scale: bool, title: str, xlabel: str,
+                     ylabel: str) -> Figure:
+    """Label a curve over the false positive rate; on a log scale the FPR axis starts at one false positive."""
+    if log_scale:
+        ax.set_xscale("log")
+        ax.set_xlim(1 / n_negatives, 1.0)
+        xlabel += ", log scale"
+    else:
+        ax.set_xlim(0.0, 1.0)
+    ax.set(ylim=(0, 1.01), title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(loc="upper left" if log_scale else "lower right")  # the corner the rising curves leave free
+    return ax.figure
+
+
+def _thin(fprs: np.ndarray, rates: np.ndarray, n_negatives: int) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's first and last point at each of :data:`CURVE_STEPS` linear and as many log-spaced FPR steps.
+
+    Pixel-level curves on real data have up to millions of points, which take Agg seconds to
+    draw. Both coordinates only grow, so the points kept trace the same curve to within one step,
+    on a linear FPR axis and on a log one (which starts at one false positive, ``1 / n_negatives``).
+    """
+    steps = np.r_[np.linspace(0.0, 1.0, CURVE_STEPS + 1), np.geomspace(1 / n_negatives, 1.0, CURVE_STEPS)]
+    keep = np.unique(np.r_[np.searchsorted(fprs, steps, "left"), np.searchsorted(fprs, steps, "right") - 1])
+    keep = keep[(keep >= 0) & (keep < len(fprs))]
+    return fprs[keep], rates[keep]
 
 
 def _outline(ax: Axes, mask: Any) -> None:
@@ -281,7 +331,7 @@ def show_maps(images: Any, maps: Any, *, masks: Any = None, titles: Sequence[str
 
 # ----------------------------------------------------------------------------- curves
 def plot_roc(labels_or_masks: Any, scores_or_maps: Any, *, ax: Axes | None = None,
-             label: str | None = None) -> Figure:
+             label: str | None = None, log_scale: bool = False) -> Figure:
     """Plot an image-level or pixel-level ROC curve, with its area in the legend.
 
     Parameters
@@ -293,6 +343,8 @@ def plot_roc(labels_or_masks: Any, scores_or_maps: Any, *, ax: Axes | None = Non
         Draw into this Axes (e.g. several methods in one plot); default a new Figure.
     label : str, optional
         Legend name of the curve, e.g. the method; the AUROC is appended.
+    log_scale : bool, default=False
+        Logarithmic FPR axis from one false positive to all, where useful operating points lie.
 
     Returns
     -------
@@ -303,7 +355,7 @@ def plot_roc(labels_or_masks: Any, scores_or_maps: Any, *, ax: Axes | None = Non
     -----
     The area comes from :func:`mvtec_tutorial.metrics.image_auroc` or
     :func:`~mvtec_tutorial.metrics.pixel_auroc` (which also validate the inputs); the
-    curve's points from scikit-learn's ``roc_curve``.
+    curve's points from scikit-learn's ``roc_curve``, thinned like :func:`plot_pro`'s.
     """
     truth, values = np.asarray(labels_or_masks), np.asarray(scores_or_maps)
     if truth.ndim == 1:
@@ -314,20 +366,22 @@ def plot_roc(labels_or_masks: Any, scores_or_maps: Any, *, ax: Axes | None = Non
         raise ValueError(f"expected labels (N,) with scores (N,), or masks (N, H, W) with maps (N, H, W); "
                          f"got shapes {truth.shape} and {values.shape}")
     unit = "images" if level == "image" else "pixels"
+    n_negatives = int(np.sum(truth == 0))
     fprs, tprs, _ = roc_curve(truth.ravel().astype(bool), values.ravel())
+    fprs, tprs = _thin(fprs, tprs, n_negatives)
     ax = _curve_axes(ax)
     if not any(line.get_gid() == "chance" for line in ax.lines):
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance", gid="chance")
+        ax.plot(CHANCE_POINTS, CHANCE_POINTS, linestyle="--", color="grey", linewidth=1, label="chance",
+                gid="chance")
     ax.plot(fprs, tprs, label=f"{label or level} (AUROC {auroc:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=f"{level.capitalize()}-level ROC curve",
-           xlabel=f"false positive rate (fraction of good {unit})",
-           ylabel=f"true positive rate (fraction of defective {unit})")
-    ax.legend(loc="lower right")
-    return ax.figure
+    return _finish_fpr_plot(ax, n_negatives=n_negatives, log_scale=log_scale,
+                            title=f"{level.capitalize()}-level ROC curve",
+                            xlabel=f"false positive rate (fraction of good {unit})",
+                            ylabel=f"true positive rate (fraction of defective {unit})")
 
 
 def plot_pro(masks: Any, maps: Any, *, fpr_limit: float = metrics.DEFAULT_FPR_LIMIT, ax: Axes | None = None,
-             label: str | None = None) -> Figure:
+             label: str | None = None, log_scale: bool = False) -> Figure:
     """Plot the per-region overlap (PRO) curve, shading the area that AU-PRO integrates.
 
     Parameters
@@ -340,12 +394,18 @@ def plot_pro(masks: Any, maps: Any, *, fpr_limit: float = metrics.DEFAULT_FPR_LI
         Draw into this Axes; default a new Figure.
     label : str, optional
         Legend name of the curve; the AU-PRO is appended.
+    log_scale : bool, default=False
+        Logarithmic FPR axis from one false positive pixel to all.
 
     Returns
     -------
     Figure
-        The figure holding the Axes. The curve's points are exactly
-        :func:`mvtec_tutorial.metrics.pro_curve` ``(masks, maps)``; a dashed line marks ``fpr_limit``.
+        The figure holding the Axes. The curve is :func:`mvtec_tutorial.metrics.pro_curve`
+        ``(masks, maps)``, thinned to its first and last point at each of :data:`CURVE_STEPS` linear
+        and as many logarithmic FPR steps, so it looks the same on either scale; a dashed line
+        marks ``fpr_limit``. The shaded polygon is the area AU-PRO integrates (before dividing by
+        ``fpr_limit``): the curve up to ``fpr_limit``, closed there by the linearly interpolated
+        PRO, as :func:`mvtec_tutorial.metrics.au_pro` closes it.
 
     Examples
     --------
@@ -357,24 +417,160 @@ def plot_pro(masks: Any, maps: Any, *, fpr_limit: float = metrics.DEFAULT_FPR_LI
     """
     fprs, pros = metrics.pro_curve(masks, maps)
     score = metrics.au_pro(masks, maps, fpr_limit=fpr_limit)
+    pro_at_limit = np.interp(fpr_limit, fprs, pros)
+    n_defect_free = int(np.sum(~np.asarray(masks, dtype=bool)))
+    fprs, pros = _thin(fprs, pros, n_defect_free)
     ax = _curve_axes(ax)
     (curve,) = ax.plot(fprs, pros, label=f"{label or 'PRO'} (AU-PRO {score:.3f})")
-    # On real data the curve has millions of points, which Agg fills slowly. Both coordinates only
-    # grow, so the first and last point at each of SHADE_STEPS FPR steps trace the same edge to
-    # within a pixel. Clipping the shade at fpr_limit avoids a second interpolation to keep in
-    # step with metrics.au_pro.
-    steps = np.linspace(0.0, 1.0, SHADE_STEPS + 1)
-    keep = np.unique(np.r_[np.searchsorted(fprs, steps, "left"), np.searchsorted(fprs, steps, "right") - 1])
-    keep = keep[(keep >= 0) & (keep < len(fprs))]
-    shade = ax.fill_between(fprs[keep], pros[keep], color=curve.get_color(), alpha=0.2, linewidth=0)
-    shade.set_clip_path(Rectangle((0, 0), fpr_limit, 1, transform=ax.transData))
+    # The shade ends at fpr_limit by construction, not by a clip rectangle: one from x = 0 is
+    # unbounded on a log axis, and a clip rectangle replaces the clipping to the Axes.
+    inside = fprs <= fpr_limit
+    ax.fill_between(np.r_[fprs[inside], fpr_limit], np.r_[pros[inside], pro_at_limit],
+                    color=curve.get_color(), alpha=0.2, linewidth=0)
     if not any(line.get_gid() == "fpr_limit" for line in ax.lines):
         ax.axvline(fpr_limit, linestyle="--", color="grey", linewidth=1, gid="fpr_limit")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=f"PRO curve (shaded: AU-PRO region, FPR up to {fpr_limit:g})",
-           xlabel="false positive rate (fraction of defect-free pixels)",
-           ylabel="per-region overlap (mean fraction of\neach defect region detected)")
-    ax.legend(loc="lower right")
+    return _finish_fpr_plot(ax, n_negatives=n_defect_free, log_scale=log_scale,
+                            title=f"PRO curve (shaded: AU-PRO region, FPR up to {fpr_limit:g})",
+                            xlabel="false positive rate (fraction of defect-free pixels)",
+                            ylabel="per-region overlap (mean fraction of\neach defect region detected)")
+
+
+def plot_accuracy_vs_threshold(labels: Any, maps: Any, thresholds: Any, *, min_defect_areas: Sequence[int] = (1,),
+                               marks: dict[str, float] | None = None, log_scale: bool = False) -> Figure:
+    """Good and defective accuracy of :func:`mvtec_tutorial.metrics.classify` over a threshold sweep.
+
+    Parameters
+    ----------
+    labels : array of shape (N,), int; 1 = defective, 0 = good.
+    maps : array of shape (N, H, W), float; higher = more anomalous.
+    thresholds : array of shape (T,), float, ascending, T >= 2
+        Thresholds to classify at.
+    min_defect_areas : sequence of int, default=(1,)
+        One pair of curves per area, at most four (solid, dashed, dotted, dash-dotted); 1 means any
+        pixel above the threshold makes an image defective.
+    marks : dict of str to float, optional
+        At most four named thresholds (e.g. one per rule), drawn as dotted vertical lines.
+    log_scale : bool, default=False
+        Logarithmic threshold axis, for positive maps whose large values spread far.
+
+    Returns
+    -------
+    Figure
+        Good accuracy in :data:`GOOD_COLOUR`, defective accuracy in :data:`DEFECTIVE_COLOUR`, both
+        from :func:`mvtec_tutorial.metrics.classification_accuracy`.
+    """
+    maps, thresholds = metrics.check_maps(maps), np.asarray(thresholds, dtype=np.float64)
+    labels = _as_labels(labels, len(maps))
+    if thresholds.ndim != 1 or len(thresholds) < 2 or np.any(np.diff(thresholds) <= 0):
+        raise ValueError(f"thresholds must be a 1-D ascending array of at least two values, e.g. "
+                         f"np.linspace(...); got {thresholds}")
+    marks = marks or {}
+    if not 1 <= len(min_defect_areas) <= len(AREA_STYLES) or len(marks) > len(MARK_COLOURS):
+        raise ValueError(f"pass 1 to {len(AREA_STYLES)} min_defect_areas and at most {len(MARK_COLOURS)} marks "
+                         f"(one line style or colour each); got {len(min_defect_areas)} and {len(marks)}")
+    ax = _new_figure((10.0, 4.2)).subplots()
+    for area, style in zip(min_defect_areas, AREA_STYLES):
+        accuracies = np.array([
+            metrics.classification_accuracy(labels, metrics.classify(maps, threshold, min_defect_area=area))
+            for threshold in thresholds])
+        for column, (name, colour) in enumerate((("good", GOOD_COLOUR), ("defective", DEFECTIVE_COLOUR))):
+            ax.plot(thresholds, accuracies[:, column], style, color=colour,
+                    label=f"{name} accuracy, area >= {area} px")
+    for (name, value), colour in zip(marks.items(), MARK_COLOURS):
+        ax.axvline(value, color=colour, linestyle=":", label=name)
+    if log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter("{x:g}")  # plain numbers: a threshold reads as the map value it is
+        ax.xaxis.set_minor_formatter("{x:g}")
+    ax.set(title="Accuracies against the threshold", ylim=(-0.02, 1.02),
+           xlabel="threshold on the anomaly map" + (" (log scale)" if log_scale else ""),
+           ylabel="fraction of images classified correctly")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax.figure
+
+
+def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence[int] = (),
+                       titles: Sequence[str] | None = None, fpr_limit: float = metrics.DEFAULT_FPR_LIMIT,
+                       label: str | None = None) -> Callable[..., Figure]:
+    """A figure for exploring one threshold: binarised example maps and the operating point on the curves.
+
+    The curves are drawn once, here; the returned ``update`` only re-binarises and moves the
+    operating point, so it suits a slider (``ipywidgets.interact(update, threshold=..., ...)``).
+
+    Parameters
+    ----------
+    masks : array of shape (N, H, W), bool
+    maps : array of shape (N, H, W), float; higher = more anomalous.
+    labels : array of shape (N,), int; 1 = defective, 0 = good.
+    examples : sequence of int, default=()
+        Indices of the images shown binarised in the top row, with ground-truth outlines.
+    titles : sequence of str, optional
+        One per example, e.g. its defect type.
+    fpr_limit : float in (0, 1], default=0.3
+        AU-PRO's integration limit, as in :func:`plot_pro`.
+    label : str, optional
+        Legend name of the curves, e.g. the method.
+
+    Returns
+    -------
+    update : callable ``update(threshold, min_defect_area=1) -> Figure``
+        Redraws the figure for pixels ``map > threshold`` (:func:`mvtec_tutorial.metrics.binarize`)
+        and images classified by :func:`mvtec_tutorial.metrics.classify` at ``min_defect_area``,
+        and returns it: top row the examples (a wrongly classified image gets a red title),
+        bottom :func:`plot_roc` (pixel level) and :func:`plot_pro` on a logarithmic FPR axis, each
+        with the operating point; the figure title gives both accuracies.
+
+    Examples
+    --------
+    >>> masks = np.zeros((2, 16, 16), dtype=bool); masks[1, 4:8, 4:8] = True
+    >>> maps = np.random.default_rng(0).random((2, 16, 16)) + masks
+    >>> update = threshold_explorer(masks, maps, [0, 1], examples=[0, 1], titles=["good", "defect"])
+    >>> update(1.0).get_suptitle().partition(": ")[2]
+    'good accuracy 1.00, defective accuracy 1.00 (red title: wrongly classified)'
+    """
+    maps, masks = metrics.check_maps(maps), np.asarray(masks, dtype=bool)
+    labels, examples = _as_labels(labels, len(maps)), list(examples)
+    if titles is not None and len(titles) != len(examples):
+        raise ValueError(f"got {len(titles)} titles for {len(examples)} examples; pass one per example")
+    figure = _new_figure((max(10.0, 2.0 * len(examples)), 7.5 if examples else 4.5))
+    if examples:
+        top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.7])
+        example_axes = top.subplots(1, len(examples), squeeze=False)[0]
+    else:
+        bottom, example_axes = figure, []
+    roc_ax, pro_ax = bottom.subplots(1, 2)
+    plot_roc(masks, maps, ax=roc_ax, label=label, log_scale=True)  # also checks masks against maps
+    plot_pro(masks, maps, ax=pro_ax, fpr_limit=fpr_limit, label=label, log_scale=True)
+    roc_point, pro_point = (ax.plot([], [], "o", color="black", label="operating point")[0]
+                            for ax in (roc_ax, pro_ax))
+    for ax in (roc_ax, pro_ax):
+        ax.legend(loc="upper left", fontsize="small")  # again, to list the operating point
+    smallest_fpr = 1 / np.sum(~masks)  # the log axes start at one false positive pixel
+    example_images = []
+    for ax, index in zip(example_axes, examples):
+        example_images.append(ax.imshow(np.zeros_like(masks[index]), cmap="gray", vmin=0, vmax=1,
+                                        interpolation="nearest"))
+        _outline(ax, masks[index])
+        ax.set(xticks=[], yticks=[])
+
+    def update(threshold: float, min_defect_area: int = 1) -> Figure:
+        binary = metrics.binarize(maps, threshold)
+        predicted = metrics.classify(maps, threshold, min_defect_area=min_defect_area)
+        good_accuracy, defective_accuracy = metrics.classification_accuracy(labels, predicted)
+        for position, (image, ax, index) in enumerate(zip(example_images, example_axes, examples)):
+            image.set_data(binary[index])
+            name = "" if titles is None else f"{titles[position]}\n"
+            ax.set_title(f"{name}called {'defective' if predicted[index] else 'good'}", fontsize="small",
+                         color="black" if predicted[index] == labels[index] else DEFECTIVE_COLOUR)
+        fpr = max(binary[~masks].mean(), smallest_fpr)  # a zero FPR is drawn at the axis's left end
+        roc_point.set_data([fpr], [binary[masks].mean()])
+        pro_point.set_data([fpr], [metrics.region_overlap(masks, maps, threshold)])
+        figure.suptitle(f"threshold {threshold:.3g}, min. defect area {min_defect_area} px: good accuracy "
+                        f"{good_accuracy:.2f}, defective accuracy {defective_accuracy:.2f}"
+                        + (" (red title: wrongly classified)" if examples else ""))
+        return figure
+
+    return update
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -394,10 +590,10 @@ def score_histogram(scores: Any, labels: Any, *, threshold: float | None = None,
     -------
     Figure
     """
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    if scores.ndim != 1 or labels.shape != scores.shape or not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"expected scores (N,) and labels (N,) of 0 (good) / 1 (defective); got shapes "
-                         f"{scores.shape} and {labels.shape}, label values {np.unique(labels).tolist()}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"expected scores of shape (N,), one per image, got {scores.shape}")
+    labels = _as_labels(labels, len(scores))
     edges = np.histogram_bin_edges(scores, bins=bins)  # one set of bins so the two classes compare
     ax = _curve_axes(None)
     for value, name, colour in ((0, GOOD, GOOD_COLOUR), (1, "defective", DEFECTIVE_COLOUR)):
@@ -452,3 +648,68 @@ def defect_size_histogram(masks: Any, defect_types: Sequence[str]) -> Figure:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(title="defect type")
     return ax.figure
+
+
+# ----------------------------------------------------------------------------- tables
+def benchmark_heatmaps(results: pd.DataFrame, metric_names: Sequence[str], *, title: str | None = None,
+                       ncols: int = 2) -> Figure:
+    """One annotated heatmap per category of tidy benchmark rows: methods as rows, metrics as columns.
+
+    Parameters
+    ----------
+    results : DataFrame with columns category, method, metric, value
+        Tidy rows as :func:`mvtec_tutorial.benchmark.run` returns them (other columns and other
+        metrics are ignored), at most one per (category, method, metric); values of the shown
+        metrics in [0, 1], higher = better.
+    metric_names : sequence of str
+        Metrics to show, in this column order.
+    title : str, optional
+        Figure title.
+    ncols : int, default=2
+        Category panels per row.
+
+    Returns
+    -------
+    Figure
+        Panels in order of the categories' first appearance; every panel has the same rows (all
+        methods in order of first appearance), so a method without a value shows a blank cell.
+        One shared colour bar in :data:`SCORE_CMAP` from 0 to 1.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"category": ["bottle", "bottle", "carpet"], "method": ["a", "b", "a"],
+    ...                      "metric": "au_pro", "value": [0.9, 0.5, 0.7]})
+    >>> figure = benchmark_heatmaps(rows, ["au_pro"])
+    >>> [[text.get_text() for text in ax.texts] for ax in figure.axes[:2]]
+    [['0.90', '0.50'], ['0.70']]
+    """
+    missing = {"category", "method", "metric", "value"} - set(results.columns)
+    if missing:
+        raise ValueError(f"results lacks columns {sorted(missing)}; pass the tidy rows of benchmark.run")
+    rows = results[results["metric"].isin(metric_names)].astype({"value": np.float64})
+    if rows.empty:
+        raise ValueError(f"no rows for metrics {list(metric_names)}; present: {sorted(set(results['metric']))}")
+    repeated = rows[rows.duplicated(["category", "method", "metric"])]
+    if not repeated.empty:
+        raise ValueError(f"{len(repeated)} rows repeat a (category, method, metric), first "
+                         f"{tuple(repeated.iloc[0][['category', 'method', 'metric']])}; pass one value per cell")
+    categories, methods = list(dict.fromkeys(rows["category"])), list(dict.fromkeys(rows["method"]))
+    ncols = min(ncols, len(categories))
+    nrows = -(-len(categories) // ncols)
+    height = nrows * (0.45 * max(len(methods), 3) + 2.4)  # three method rows at least: room for the colour bar
+    figure = _new_figure((ncols * (0.8 * len(metric_names) + 2.5), height))
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, category in zip(axes, categories):
+        table = (rows[rows["category"] == category].pivot(index="method", columns="metric", values="value")
+                 .reindex(index=methods, columns=list(metric_names)))
+        sns.heatmap(table, ax=ax, vmin=0, vmax=1, cmap=SCORE_CMAP, annot=True, fmt=".2f", cbar=False,
+                    linewidths=0.5, linecolor="white")
+        ax.set(title=category, xlabel="metric", ylabel="method")
+        ax.tick_params(axis="x", labelrotation=30)
+    for ax in axes[len(categories):]:
+        ax.set_axis_off()
+    figure.colorbar(ScalarMappable(norm=Normalize(vmin=0, vmax=1), cmap=SCORE_CMAP), ax=axes[:len(categories)],
+                    label="score (1 = perfect)\nblank: no value")
+    if title:
+        figure.suptitle(title)
+    return figure

@@ -2,14 +2,17 @@
 
 Each figure is checked for what it shows, not only that it draws: the pixels of each panel
 against a transpose done here, curves against their areas from scikit-learn or against
-metrics.pro_curve, histogram bars against counts worked out by hand.
+metrics.pro_curve, accuracies and operating points against a recomputation with
+scipy.ndimage, histogram bars and heatmap cells against counts and tables worked out by hand.
 """
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from mvtec_tutorial import data, metrics, viz
 
@@ -28,6 +31,18 @@ def batch():
     return images, masks, maps
 
 
+@pytest.fixture
+def planted():
+    """Six 32 x 32 maps in [0, 1), three of them with one square defect raised by 2."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 32, 32), dtype=bool)
+    masks[3, 4:12, 4:12] = True
+    masks[4, 20:23, 20:23] = True
+    masks[5, 1:4, 28:31] = True
+    maps = rng.random((6, 32, 32)).astype(np.float32) + 2 * masks
+    return masks, maps, masks.any(axis=(1, 2)).astype(int)
+
+
 @pytest.fixture(autouse=True)
 def no_figure_left_open():
     """viz detaches its figures from pyplot, so a notebook shows each once and none pile up."""
@@ -43,6 +58,28 @@ def n_outlines(ax):
 
 def legend_texts(ax):
     return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def polygon_area(vertices):
+    """Shoelace formula: the area enclosed by a closed polygon's (K, 2) vertices."""
+    x, y = vertices.T
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def assert_on_polyline(points, vertices):
+    """Every one of the (K, 2) points lies on a segment between consecutive (M, 2) vertices."""
+    start, end = vertices[:-1], vertices[1:]
+    for point in points:
+        in_box = np.all((np.minimum(start, end) <= point) & (point <= np.maximum(start, end)), axis=1)
+        along, off = end - start, point - start
+        cross = along[:, 0] * off[:, 1] - along[:, 1] * off[:, 0]  # zero when the point is on the segment's line
+        assert np.any(in_box & (np.abs(cross) < 1e-12)), f"{point} is not on the drawn curve"
+
+
+def largest_components(maps, threshold):
+    """Reference for metrics.classify: pixels in each map's largest 8-connected component above threshold."""
+    return np.array([np.bincount(ndimage.label(image > threshold, structure=np.ones((3, 3)))[0].ravel())[1:].max(
+        initial=0) for image in maps])
 
 
 # ----------------------------------------------------------------------------- images
@@ -168,39 +205,145 @@ def test_plot_roc_pixel_level_into_a_given_axes(batch):
         viz.plot_roc(masks[0], maps[0])
 
 
-def test_plot_pro_draws_exactly_metrics_pro_curve(batch):
+def test_plot_pro_traces_metrics_pro_curve_and_shades_au_pro(batch):
     _, masks, maps = batch
     figure = viz.plot_pro(masks, maps, fpr_limit=0.2, label="method")
     (ax,) = figure.axes
     curve = next(line for line in ax.lines if line.get_label().startswith("method"))
     fprs, pros = metrics.pro_curve(masks, maps)
-    np.testing.assert_array_equal(curve.get_xdata(), fprs)
-    np.testing.assert_array_equal(curve.get_ydata(), pros)
+    assert_on_polyline(np.c_[fprs, pros], curve.get_xydata())  # thinning drops only points on the line
     assert curve.get_label() == f"method (AU-PRO {metrics.au_pro(masks, maps, fpr_limit=0.2):.3f})"
     limit = next(line for line in ax.lines if line.get_gid() == "fpr_limit")
     assert list(limit.get_xdata()) == [0.2, 0.2]
-    clip = ax.collections[0].get_clip_box().transformed(ax.transData.inverted())  # the shade, in data units
-    assert (clip.x0, clip.x1) == (pytest.approx(0.0), pytest.approx(0.2))
+    shade = ax.collections[0].get_paths()[0].vertices
+    assert shade[:, 0].min() == 0.0 and shade[:, 0].max() == pytest.approx(0.2)  # ends at fpr_limit
+    assert polygon_area(shade) == pytest.approx(0.2 * metrics.au_pro(masks, maps, fpr_limit=0.2))
 
 
-def test_plot_pro_shade_is_thinned_to_points_of_the_curve():
-    """Thinning the shaded polygon keeps only curve points, over the whole FPR range."""
+def test_plot_pro_thins_a_long_curve_to_its_points():
+    """A long curve is drawn through some of its own points, and still shades the area AU-PRO integrates."""
     rng = np.random.default_rng(1)
     masks = np.zeros((4, 64, 64), dtype=bool)
     masks[1:, 10:30, 10:30] = True
     maps = rng.random((4, 64, 64)).astype(np.float32) + 0.5 * masks
-    ax = viz.plot_pro(masks, maps).axes[0]
+    ax = viz.plot_pro(masks, maps, fpr_limit=0.25).axes[0]
     fprs, pros = metrics.pro_curve(masks, maps)
+    drawn = ax.lines[0].get_xydata()
+    assert len(fprs) > 10_000 and len(drawn) < 4 * viz.CURVE_STEPS + 2
+    assert set(map(tuple, drawn)) <= set(zip(fprs, pros))
+    np.testing.assert_array_equal(drawn[[0, -1]], [[0.0, 0.0], [1.0, 1.0]])
     vertices = ax.collections[0].get_paths()[0].vertices
     edge = vertices[vertices[:, 1] > 0]  # the rest is the baseline pro = 0
-    assert len(fprs) > 10_000 and len(edge) < 2 * viz.SHADE_STEPS + 2
-    assert set(map(tuple, edge)) <= set(zip(fprs, pros))
-    assert edge[:, 0].max() == 1.0  # reaches past fpr_limit, so the clip decides where it ends
+    closing = (0.25, np.interp(0.25, fprs, pros))  # au_pro's linearly interpolated last point
+    assert closing in set(map(tuple, edge)) and set(map(tuple, edge)) <= set(map(tuple, drawn)) | {closing}
+    assert polygon_area(vertices) == pytest.approx(0.25 * metrics.au_pro(masks, maps, fpr_limit=0.25), rel=1e-3)
+
+
+def test_plot_roc_thins_a_long_curve_to_its_points():
+    rng = np.random.default_rng(1)
+    masks = np.zeros((4, 96, 96), dtype=bool)
+    masks[:, :, :48] = True
+    maps = rng.random((4, 96, 96)) + 0.1 * masks  # classes overlap: a ROC curve of thousands of corners
+    fprs, tprs, _ = roc_curve(masks.ravel(), maps.ravel())
+    drawn = viz.plot_roc(masks, maps).axes[0].lines[1].get_xydata()  # lines[0] is the chance diagonal
+    assert len(drawn) < 4 * viz.CURVE_STEPS + 2 < len(fprs)
+    assert set(map(tuple, drawn)) <= set(zip(fprs, tprs))
+    assert np.trapezoid(drawn[:, 1], drawn[:, 0]) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), rel=1e-3)
+
+
+def test_plot_pro_stays_inside_the_figure_on_a_log_axis(batch):
+    """A shade clipped by a rectangle from x = 0 reached to minus infinity once a log FPR axis was set."""
+    _, masks, maps = batch
+    (ax,) = viz.plot_pro(masks, maps).axes
+    ax.set(xscale="log", xlim=(1e-4, 1.0))  # set afterwards, as a reader might
+    assert ax.collections[0].get_tightbbox().width <= ax.bbox.width  # the shade, in display pixels
+
+
+@pytest.mark.parametrize("plot", [viz.plot_pro, viz.plot_roc])
+def test_log_scale_fpr_axis_starts_at_one_false_positive(planted, plot):
+    masks, maps, _ = planted
+    ax = plot(masks, maps, log_scale=True).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlim() == pytest.approx((1 / (~masks).sum(), 1.0))
+    assert ax.get_xlabel().endswith(", log scale")
+
+
+def test_plot_roc_chance_line_is_the_diagonal_on_either_scale(planted):
+    masks, maps, _ = planted
+    ax = viz.plot_roc(masks, maps, log_scale=True).axes[0]
+    chance = next(line for line in ax.lines if line.get_gid() == "chance")
+    np.testing.assert_array_equal(chance.get_xdata(), chance.get_ydata())
+    assert chance.get_xdata()[1] <= 1 / (~masks).sum()  # straight y = x down to the axis's left end
 
 
 def test_plot_pro_reports_metric_errors():
     with pytest.raises(ValueError, match="masks contain no defect region"):
         viz.plot_pro(np.zeros((1, 4, 4), dtype=bool), np.zeros((1, 4, 4)))
+
+
+def test_plot_accuracy_vs_threshold_matches_a_recomputation(planted):
+    masks, maps, labels = planted
+    sweep = np.linspace(0.5, 3.0, 6)
+    figure = viz.plot_accuracy_vs_threshold(labels, maps, sweep, min_defect_areas=(1, 5), marks={"rule": 1.0})
+    (ax,) = figure.axes
+    curves = {line.get_label(): line.get_ydata() for line in ax.lines if line.get_label() != "rule"}
+    for area in (1, 5):
+        predicted = np.array([largest_components(maps, t) >= area for t in sweep])  # (T, N)
+        good, defective = (~predicted[:, labels == 0]).mean(axis=1), predicted[:, labels == 1].mean(axis=1)
+        np.testing.assert_allclose(curves[f"good accuracy, area >= {area} px"], good)
+        np.testing.assert_allclose(curves[f"defective accuracy, area >= {area} px"], defective)
+    assert curves["good accuracy, area >= 1 px"][0] == 0.0  # a random map has a pixel above 0.5
+    assert next(line for line in ax.lines if line.get_label() == "rule").get_xdata()[0] == 1.0
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), sweep)
+
+
+def test_plot_accuracy_vs_threshold_errors(planted):
+    masks, maps, labels = planted
+    with pytest.raises(ValueError, match="1-D ascending array"):
+        viz.plot_accuracy_vs_threshold(labels, maps, [2.0, 1.0])
+    with pytest.raises(ValueError, match=r"pass 1 to 4 min_defect_areas .* got 5 and 0"):
+        viz.plot_accuracy_vs_threshold(labels, maps, [1.0, 2.0], min_defect_areas=range(1, 6))
+    with pytest.raises(ValueError, match=r"expected labels of shape \(6,\)"):
+        viz.plot_accuracy_vs_threshold(labels[:5], maps, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("threshold, min_defect_area", [(0.9, 1), (0.9, 20), (2.5, 1)])
+def test_threshold_explorer_operating_point_and_examples(planted, threshold, min_defect_area):
+    masks, maps, labels = planted
+    update = viz.threshold_explorer(masks, maps, labels, examples=[0, 3], titles=["good", "square"], label="m")
+    figure = update(1.5)
+    assert update(threshold, min_defect_area) is figure  # one figure, redrawn
+    roc_ax = next(ax for ax in figure.axes if ax.get_title() == "Pixel-level ROC curve")
+    pro_ax = next(ax for ax in figure.axes if ax.get_title().startswith("PRO curve"))
+    assert roc_ax.get_xscale() == pro_ax.get_xscale() == "log"
+    # the curves are plot_roc's and plot_pro's, reused
+    roc_line = next(line for line in roc_ax.lines if line.get_label().startswith("m (AUROC"))
+    assert_on_polyline(np.c_[roc_curve(masks.ravel(), maps.ravel())[:2]], roc_line.get_xydata())
+    pro_alone = viz.plot_pro(masks, maps).axes[0].lines[0]
+    np.testing.assert_array_equal(pro_ax.lines[0].get_xydata(), pro_alone.get_xydata())
+    # the operating point, recomputed: one square region per defective image
+    above = maps > threshold
+    fpr = max(above[~masks].mean(), 1 / (~masks).sum())
+    region_overlap = np.mean([above[i][masks[i]].mean() for i in (3, 4, 5)])
+    for ax, expected in ((roc_ax, [[fpr, above[masks].mean()]]), (pro_ax, [[fpr, region_overlap]])):
+        point = next(line for line in ax.lines if line.get_label() == "operating point")
+        np.testing.assert_allclose(point.get_xydata(), expected)
+    # the examples: binarised maps, titled with the decision, red when it is wrong
+    predicted = largest_components(maps, threshold) >= min_defect_area
+    for ax, index, name in zip(figure.axes[:2], [0, 3], ["good", "square"]):
+        np.testing.assert_array_equal(ax.images[0].get_array(), above[index])
+        assert ax.get_title() == f"{name}\ncalled {'defective' if predicted[index] else 'good'}"
+        wrong = predicted[index] != labels[index]
+        assert ax.title.get_color() == (viz.DEFECTIVE_COLOUR if wrong else "black")
+    good, defective = (~predicted[labels == 0]).mean(), predicted[labels == 1].mean()
+    assert f"good accuracy {good:.2f}, defective accuracy {defective:.2f}" in figure.get_suptitle()
+
+
+def test_threshold_explorer_without_examples_and_errors(planted):
+    masks, maps, labels = planted
+    figure = viz.threshold_explorer(masks, maps, labels)(2.0)
+    assert len(figure.axes) == 2 and "red title" not in figure.get_suptitle()
+    with pytest.raises(ValueError, match="got 1 titles for 2 examples"):
+        viz.threshold_explorer(masks, maps, labels, examples=[0, 1], titles=["a"])
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -245,3 +388,32 @@ def test_defect_size_histogram_errors():
         viz.defect_size_histogram(np.zeros((2, 4, 4), dtype=bool), ["good", "good"])
     with pytest.raises(ValueError, match="got 1 defect_types for 2 images"):
         viz.defect_size_histogram(np.ones((2, 4, 4), dtype=bool), ["hole"])
+
+
+# ----------------------------------------------------------------------------- tables
+def test_benchmark_heatmaps_cells_match_the_rows():
+    rows = pd.DataFrame({"category": ["a", "a", "a", "b", "b"], "method": ["m1", "m2", "m1", "m1", "m1"],
+                         "metric": ["x", "x", "y", "x", "seconds"], "value": [0.5, 0.25, 0.125, 1.0, 30.0]})
+    figure = viz.benchmark_heatmaps(rows.astype({"value": object}), ["y", "x"], title="t")
+    panels = [ax for ax in figure.axes if ax.get_title() in ("a", "b")]
+    assert [ax.get_title() for ax in panels] == ["a", "b"] and figure.get_suptitle() == "t"
+    expected = {"a": [[0.125, 0.5], [np.nan, 0.25]], "b": [[np.nan, 1.0], [np.nan, np.nan]]}  # rows m1, m2
+    for ax in panels:
+        cells = ax.collections[0].get_array()
+        cells = np.ma.filled(cells.astype(float), np.nan).reshape(2, 2)  # blank (masked) cells as nan
+        np.testing.assert_array_equal(cells, expected[ax.get_title()])
+        assert [text.get_text() for text in ax.get_yticklabels()] == ["m1", "m2"]  # same rows in every panel
+        assert [text.get_text() for text in ax.get_xticklabels()] == ["y", "x"]
+        shown = [value for value in np.ravel(expected[ax.get_title()]) if not np.isnan(value)]
+        assert [text.get_text() for text in ax.texts] == [f"{value:.2f}" for value in shown]  # blanks unlabelled
+    assert figure.axes[-1].get_ylabel().startswith("score (1 = perfect")
+
+
+def test_benchmark_heatmaps_errors():
+    rows = pd.DataFrame({"category": ["a"], "method": ["m"], "metric": ["x"], "value": [0.5]})
+    with pytest.raises(ValueError, match=r"results lacks columns \['value'\]"):
+        viz.benchmark_heatmaps(rows.drop(columns="value"), ["x"])
+    with pytest.raises(ValueError, match=r"no rows for metrics \['y'\]; present: \['x'\]"):
+        viz.benchmark_heatmaps(rows, ["y"])
+    with pytest.raises(ValueError, match=r"1 rows repeat a \(category, method, metric\)"):
+        viz.benchmark_heatmaps(pd.concat([rows, rows]), ["x"])
