@@ -38,6 +38,10 @@ METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_a
 Factory = Callable[[str, int, bool], AnomalyDetector]
 METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "mean_image": (lambda kind, seed, quick: models.MeanImage(seed=seed), ("texture", "object")),
+    "padim": (lambda kind, seed, quick: models.PaDiM(seed=seed), ("texture", "object")),
+    # On tiny quick images a 1 % coreset can keep a single patch, too few for the score reweighting.
+    "patchcore": (lambda kind, seed, quick: models.PatchCore(coreset_ratio=0.1 if quick else 0.01, seed=seed),
+                  ("texture", "object")),
 }
 
 

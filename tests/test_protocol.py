@@ -8,6 +8,8 @@ from mvtec_tutorial import data, models
 # Tiny settings so each method fits and predicts 8 images of 64 x 64 in a few seconds on a CPU.
 METHODS = {
     "MeanImage": lambda seed: models.MeanImage(seed=seed),
+    "PaDiM": lambda seed: models.PaDiM(n_features=32, layers=("block4", "block10"), seed=seed),
+    "PatchCore": lambda seed: models.PatchCore(coreset_ratio=0.1, seed=seed),
 }
 
 

@@ -1,0 +1,272 @@
+"""PaDiM (Defard et al., ICPR 2020): one Gaussian per patch position over pretrained features.
+
+A frozen ImageNet network turns every image into a grid of patch embeddings (several layers,
+upsampled to the finest grid and concatenated, then a random subset of the channels). Fitting
+estimates, at every grid position, the mean and covariance of the normal embeddings; predicting
+scores each patch by its Mahalanobis distance to the Gaussian of its position.
+
+The two feature helpers here, :func:`align_and_concatenate` and :func:`to_anomaly_maps`, are
+shared with :mod:`mvtec_tutorial.models.patchcore`, which builds on PaDiM's embedding.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from mvtec_tutorial.backbones import FeatureExtractor
+from mvtec_tutorial.models.base import AnomalyDetector
+
+#: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
+#: and the Lite0 blocks that end the stages of the same strides.
+PADIM_LAYERS = {"efficientnet_lite0": ("block2", "block4", "block10"),
+                "resnet18": ("layer1", "layer2", "layer3")}
+#: Embedding size kept after the random channel choice: d = 100 for ResNet-18 (Sec. 4.1).
+N_FEATURES = 100
+#: Covariance regulariser epsilon * I, epsilon = 0.01, which makes it invertible (Sec. 3.2).
+COVARIANCE_REGULARIZATION = 0.01
+#: Standard deviation (pixels) of the Gaussian that smooths the upsampled map, as in the
+#: reference implementations of PaDiM and PatchCore (sigma = 4).
+SMOOTHING_SIGMA = 4.0
+#: Grid positions per chunk when fitting Gaussians and images per chunk when scoring: bounds the
+#: work arrays to about 100 MB at d = 100 and 167 training images.
+_POSITIONS_PER_CHUNK = 512
+_IMAGES_PER_CHUNK = 16
+
+
+def align_and_concatenate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Upsample feature maps to the finest grid among them and stack their channels.
+
+    Parameters
+    ----------
+    maps : sequence of torch.Tensor of shape (N, C_i, h_i, w_i)
+        Feature maps of the same images from different layers.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, sum C_i, h, w)
+        ``(h, w)`` is the largest grid; coarser maps are upsampled bilinearly, so every position
+        holds the features of all layers for the same image patch (Defard et al., Sec. 3.1).
+
+    Examples
+    --------
+    >>> align_and_concatenate([torch.zeros(2, 3, 8, 8), torch.ones(2, 5, 4, 4)]).shape
+    torch.Size([2, 8, 8, 8])
+    """
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return torch.cat([m if m.shape[-2:] == size else
+                      F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+                      for m in maps], dim=1)
+
+
+def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
+                    sigma: float = SMOOTHING_SIGMA) -> np.ndarray:
+    """Turn patch scores on the feature grid into smooth maps at the image resolution.
+
+    Parameters
+    ----------
+    patch_scores : torch.Tensor of shape (N, h, w)
+        One score per grid position; higher = more anomalous.
+    image_size : (H, W)
+        Resolution of the input images.
+    sigma : float, default=4.0, keyword-only
+        Standard deviation in pixels of the Gaussian smoothing; 0 disables it.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W), float32
+        Bilinearly upsampled, then Gaussian-smoothed maps.
+    """
+    maps = F.interpolate(patch_scores[:, None].float(), size=tuple(image_size), mode="bilinear",
+                         align_corners=False)[:, 0].cpu().numpy()
+    if sigma > 0:
+        maps = np.stack([ndimage.gaussian_filter(m, sigma) for m in maps])
+    return maps.astype(np.float32)
+
+
+def fit_gaussians(embeddings: torch.Tensor, *, regularization: float = COVARIANCE_REGULARIZATION
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and inverse covariance of the embeddings at every grid position.
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor of shape (N, d, P)
+        ``d``-dimensional embeddings of ``N`` normal images at ``P`` positions; N >= 2.
+    regularization : float, default=0.01, keyword-only
+        Added to the covariance diagonal so it is invertible when N is small.
+
+    Returns
+    -------
+    mean : torch.Tensor of shape (P, d), float32
+    inv_covariance : torch.Tensor of shape (P, d, d), float32
+        Inverse of the unbiased sample covariance (divided by N - 1) plus ``regularization * I``.
+
+    Notes
+    -----
+    Defard et al., Sec. 3.2, eq. 1, computed a chunk of positions at a time. The products are
+    summed in float32 after subtracting the mean (centring first avoids the cancellation that
+    makes ``E[x^2] - E[x]^2`` inaccurate); the inverse is taken in float64, where the
+    regularised covariance is safely invertible.
+    """
+    n_images, n_features, n_positions = embeddings.shape
+    if n_images < 2:
+        raise ValueError(f"a covariance needs at least 2 images, got {n_images}; fit on more normal images")
+    mean = torch.empty(n_positions, n_features, dtype=torch.float32, device=embeddings.device)
+    inv_covariance = torch.empty(n_positions, n_features, n_features, dtype=torch.float32, device=embeddings.device)
+    identity = torch.eye(n_features, dtype=torch.float64, device=embeddings.device)
+    for start in range(0, n_positions, _POSITIONS_PER_CHUNK):
+        # contiguous: batched matrix products on a permuted view are two orders of magnitude slower
+        chunk = embeddings[:, :, start:start + _POSITIONS_PER_CHUNK].permute(2, 0, 1).contiguous()  # (p, N, d)
+        chunk_mean = chunk.mean(dim=1, keepdim=True)
+        centred = chunk - chunk_mean
+        covariance = (centred.transpose(1, 2) @ centred / (n_images - 1)).double() + regularization * identity
+        mean[start:start + len(chunk)] = chunk_mean[:, 0]
+        inv_covariance[start:start + len(chunk)] = torch.linalg.inv(covariance)
+    return mean, inv_covariance
+
+
+def mahalanobis(embeddings: torch.Tensor, mean: torch.Tensor, inv_covariance: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance of each embedding to the Gaussian of its position.
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor of shape (N, d, P)
+    mean : torch.Tensor of shape (P, d)
+    inv_covariance : torch.Tensor of shape (P, d, d)
+        As returned by :func:`fit_gaussians`.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, P), float32
+        ``sqrt((x - mean)^T inv_covariance (x - mean))`` per image and position (Sec. 3.3, eq. 2).
+
+    Examples
+    --------
+    >>> x = torch.tensor([[[3.0], [4.0]]])                      # one image, d = 2, one position
+    >>> mahalanobis(x, torch.zeros(1, 2), torch.eye(2)[None])   # Euclidean when the covariance is I
+    tensor([[5.]])
+    """
+    distances = []
+    for start in range(0, len(embeddings), _IMAGES_PER_CHUNK):
+        delta = (embeddings[start:start + _IMAGES_PER_CHUNK].permute(2, 0, 1) - mean[:, None]).contiguous()  # (P, n, d)
+        squared = (torch.bmm(delta, inv_covariance) * delta).sum(dim=-1)  # (P, n)
+        distances.append(squared.clamp_min(0).sqrt().T)  # rounding can push 0 slightly below
+    return torch.cat(distances)
+
+
+class PaDiM(AnomalyDetector):
+    """Patch Distribution Modeling: a multivariate Gaussian per patch position.
+
+    Parameters
+    ----------
+    backbone : {'efficientnet_lite0', 'resnet18'}, default='efficientnet_lite0'
+        Frozen ImageNet network (:class:`mvtec_tutorial.backbones.FeatureExtractor`). The paper
+        used ResNet-18 (and Wide-ResNet-50); Lite0 is the one whose weights work offline.
+    layers : sequence of str, optional
+        Layers whose maps are concatenated; default :data:`PADIM_LAYERS` (strides 4, 8, 16).
+    n_features : int, default=100
+        Channels ``d`` kept, drawn at random without replacement from all concatenated channels.
+    regularization : float, default=0.01
+        ``epsilon`` in ``covariance + epsilon * I``.
+    smoothing_sigma : float, default=4.0
+        Gaussian smoothing of the upsampled map in pixels; 0 disables it.
+    batch_size : int, default=32
+        Images per forward pass of the backbone; results do not depend on it.
+    allow_offline_fallback : bool, default=False
+        For 'resnet18' without cached weights, use Lite0 layers of equal stride (printed).
+    seed : int, default=0
+        Seeds the channel choice (the method's own generator).
+    device : str or torch.device, optional
+        None means CUDA when available, else CPU.
+
+    Attributes
+    ----------
+    extractor_ : FeatureExtractor
+    channel_indices_ : torch.Tensor of shape (n_features,), int64
+        Sorted indices of the kept channels among all concatenated channels.
+    grid_size_ : tuple of int
+        ``(h, w)``: the finest feature grid, P = h * w positions.
+    mean_ : torch.Tensor of shape (P, n_features), float32
+    inv_covariance_ : torch.Tensor of shape (P, n_features, n_features), float32
+
+    Notes
+    -----
+    Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
+    Localization", ICPR 2020. The map is the Mahalanobis distance (eq. 2) upsampled to the input
+    and smoothed; the image score is its maximum.
+
+    Memory: the model stores ``P * d * d`` float32 numbers, e.g. 64 * 64 positions (stride 4 on
+    256-pixel images) * 100 * 100 * 4 bytes = 164 MB; fitting holds all training embeddings,
+    ``N * d * P`` float32 (274 MB for 167 images), plus chunked float64 work arrays. Halve the grid
+    side (drop the stride-4 layer) to divide both by four.
+
+    Examples
+    --------
+    >>> normal = torch.rand(4, 3, 64, 64) * 0.1 + 0.45
+    >>> model = PaDiM(device="cpu").fit(normal, progress=False)
+    >>> maps, scores = model.predict(normal[:2])
+    >>> maps.shape, scores.shape
+    ((2, 64, 64), (2,))
+    """
+
+    def __init__(self, *, backbone: str = "efficientnet_lite0", layers: Iterable[str] | None = None,
+                 n_features: int = N_FEATURES, regularization: float = COVARIANCE_REGULARIZATION,
+                 smoothing_sigma: float = SMOOTHING_SIGMA, batch_size: int = 32,
+                 allow_offline_fallback: bool = False, seed: int = 0,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__(seed=seed, device=device)
+        self.backbone = backbone
+        self.layers = layers
+        self.n_features = n_features
+        self.regularization = regularization
+        self.smoothing_sigma = smoothing_sigma
+        self.batch_size = batch_size
+        self.allow_offline_fallback = allow_offline_fallback
+
+    def _fit(self, images: torch.Tensor) -> None:
+        layers = PADIM_LAYERS.get(self.backbone) if self.layers is None else self.layers
+        self.extractor_ = FeatureExtractor(self.backbone, layers=layers, device=self.device_,
+                                           allow_offline_fallback=self.allow_offline_fallback)
+        n_channels = sum(self.extractor_.channels.values())
+        if not 1 <= self.n_features <= n_channels:
+            raise ValueError(f"n_features must be between 1 and the {n_channels} channels of layers "
+                             f"{self.extractor_.layers}, got {self.n_features}")
+        generator = torch.Generator().manual_seed(self.seed)
+        self.channel_indices_ = torch.randperm(n_channels, generator=generator)[:self.n_features].sort().values
+        with torch.inference_mode():
+            embeddings = self._embed(images)
+            self.grid_size_ = tuple(embeddings.shape[-2:])
+            self.mean_, self.inv_covariance_ = fit_gaussians(embeddings.flatten(2),
+                                                             regularization=self.regularization)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (N, n_features, h, w) on ``device_``.
+
+        Channels are chosen per layer before upsampling: the same result as choosing them from the
+        upsampled concatenation (upsampling acts per channel), with less memory.
+        """
+        features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self.progress_)
+        kept, offset = [], 0
+        for layer in self.extractor_.layers:
+            n_channels = self.extractor_.channels[layer]
+            in_layer = self.channel_indices_[(self.channel_indices_ >= offset)
+                                             & (self.channel_indices_ < offset + n_channels)]
+            kept.append(features[layer][:, in_layer - offset].to(self.device_))
+            offset += n_channels
+        return align_and_concatenate(kept)
+
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            embeddings = self._embed(images)
+            if tuple(embeddings.shape[-2:]) != self.grid_size_:
+                raise ValueError(f"images of size {tuple(images.shape[-2:])} give a {tuple(embeddings.shape[-2:])} "
+                                 f"feature grid, but the model was fitted on a {self.grid_size_} grid "
+                                 f"(images of size {self.image_size_}); load test images at the training image_size")
+            distances = mahalanobis(embeddings.flatten(2), self.mean_, self.inv_covariance_)
+        maps = to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
+                               sigma=self.smoothing_sigma)
+        return maps, maps.reshape(len(maps), -1).max(axis=1)

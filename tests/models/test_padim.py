@@ -1,0 +1,134 @@
+"""Tests for mvtec_tutorial.models.padim: the Gaussian math against scipy, and the method's contract."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+from sklearn.metrics import roc_auc_score
+
+from mvtec_tutorial.models.base import NotFittedError
+from mvtec_tutorial.models.padim import PaDiM, align_and_concatenate, fit_gaussians, mahalanobis, to_anomaly_maps
+
+SIZE = 64
+DEFECT = (slice(20, 36), slice(24, 40))  # rows, columns of the planted square
+
+
+def stripes(n_images, seed):
+    """Normal images: the same diagonal stripes with a little noise; image 0 of the test set gets a bright square."""
+    generator = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    pattern = 0.5 + 0.2 * torch.sin((yy + xx) / 4.0)
+    return (pattern + 0.03 * torch.randn(n_images, 3, SIZE, SIZE, generator=generator)).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train = stripes(8, seed=0)
+    test = stripes(4, seed=1)
+    test[0, :, DEFECT[0], DEFECT[1]] = 1.0
+    masks = np.zeros((4, SIZE, SIZE), dtype=bool)
+    masks[0, DEFECT[0], DEFECT[1]] = True
+    return train, test, masks
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return PaDiM(n_features=50, seed=0, device="cpu").fit(data[0], progress=False)
+
+
+# ----------------------------------------------------------------------------- math
+@pytest.mark.parametrize("seed", range(3))
+def test_mahalanobis_matches_scipy(seed):
+    rng = np.random.default_rng(seed)
+    n_images, n_features, n_positions = 12, 4, 3
+    train = rng.normal(size=(n_images, n_features, n_positions)) * rng.uniform(0.5, 2, size=(1, n_features, 1))
+    test = rng.normal(size=(5, n_features, n_positions))
+    mean, inv_covariance = fit_gaussians(torch.from_numpy(train), regularization=0.01)
+    got = mahalanobis(torch.from_numpy(test).float(), mean, inv_covariance)
+    for p in range(n_positions):
+        samples = train[:, :, p]
+        inverse = np.linalg.inv(np.cov(samples, rowvar=False) + 0.01 * np.eye(n_features))
+        np.testing.assert_allclose(mean[p].numpy(), samples.mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(inv_covariance[p].numpy(), inverse, rtol=1e-4, atol=1e-6)
+        expected = [scipy_mahalanobis(x, samples.mean(axis=0), inverse) for x in test[:, :, p]]
+        np.testing.assert_allclose(got[:, p].numpy(), expected, rtol=1e-4)
+
+
+def test_mahalanobis_is_chunk_independent():
+    """More images than one chunk (16) give the same distances as scoring them one by one."""
+    rng = np.random.default_rng(0)
+    mean, inv_covariance = fit_gaussians(torch.from_numpy(rng.normal(size=(10, 3, 5))).float())
+    test = torch.from_numpy(rng.normal(size=(37, 3, 5))).float()
+    one_by_one = torch.cat([mahalanobis(x[None], mean, inv_covariance) for x in test])
+    torch.testing.assert_close(mahalanobis(test, mean, inv_covariance), one_by_one)
+
+
+def test_fit_gaussians_needs_two_images():
+    with pytest.raises(ValueError, match="at least 2 images, got 1"):
+        fit_gaussians(torch.zeros(1, 3, 4))
+
+
+def test_align_and_concatenate_keeps_finest_grid_and_channel_order():
+    fine = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    coarse = torch.full((2, 1, 2, 2), 7.0)  # a constant map stays constant when upsampled
+    out = align_and_concatenate([coarse, fine])
+    assert out.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(out[:, 0], torch.full((2, 4, 4), 7.0))
+    torch.testing.assert_close(out[:, 1:], fine)
+
+
+def test_to_anomaly_maps_upsamples_and_smooths():
+    patch_scores = torch.zeros(1, 4, 4)
+    patch_scores[0, 1, 2] = 1.0
+    sharp = to_anomaly_maps(patch_scores, (32, 32), sigma=0)
+    smooth = to_anomaly_maps(patch_scores, (32, 32), sigma=4)
+    assert sharp.dtype == smooth.dtype == np.float32 and sharp.shape == (1, 32, 32)
+    assert np.unravel_index(sharp[0].argmax(), (32, 32)) in {(11, 19), (11, 20), (12, 19), (12, 20)}
+    assert smooth.max() < sharp.max() and smooth.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # smoothing keeps mass
+
+
+# ----------------------------------------------------------------------------- method
+def test_embedding_selects_the_same_channels_as_upsample_then_select(fitted, data):
+    """Choosing channels before upsampling (memory saving) equals the paper's order of operations."""
+    features = fitted.extractor_.extract(data[1], progress=False)
+    size = fitted.grid_size_
+    everything = torch.cat([F.interpolate(features[layer], size=size, mode="bilinear", align_corners=False)
+                            for layer in fitted.extractor_.layers], dim=1)
+    torch.testing.assert_close(fitted._embed(data[1]), everything[:, fitted.channel_indices_])
+
+
+def test_fit_returns_self_and_learns_one_gaussian_per_position(data):
+    model = PaDiM(n_features=20, device="cpu")
+    assert model.fit(data[0], progress=False) is model
+    n_positions = model.grid_size_[0] * model.grid_size_[1]
+    assert model.grid_size_ == (SIZE // 4, SIZE // 4)  # finest default layer has stride 4
+    assert model.mean_.shape == (n_positions, 20) and model.inv_covariance_.shape == (n_positions, 20, 20)
+    assert len(set(model.channel_indices_.tolist())) == 20
+
+
+def test_predict_before_fit_raises(data):
+    with pytest.raises(NotFittedError, match="call fit first"):
+        PaDiM().predict(data[1])
+
+
+def test_planted_defect_scores_highest_and_is_localised(fitted, data):
+    _, test, masks = data
+    maps, scores = fitted.predict(test)
+    assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32 and scores.dtype == np.float32
+    assert scores.argmax() == 0
+    np.testing.assert_allclose(scores, maps.reshape(4, -1).max(axis=1))
+    assert roc_auc_score(masks.ravel(), maps.ravel()) > 0.9
+
+
+def test_same_seed_same_output_other_seed_other_channels(fitted, data):
+    again = PaDiM(n_features=50, seed=0, device="cpu").fit(data[0], progress=False)
+    np.testing.assert_array_equal(again.predict(data[1])[0], fitted.predict(data[1])[0])
+    other = PaDiM(n_features=50, seed=1, device="cpu").fit(data[0][:4], progress=False)
+    assert not torch.equal(other.channel_indices_, fitted.channel_indices_)
+
+
+def test_wrong_image_size_and_too_many_features_raise(fitted, data):
+    with pytest.raises(ValueError, match="load test images at the training image_size"):
+        fitted.predict(data[1][:, :, :32, :32])
+    with pytest.raises(ValueError, match="n_features must be between 1 and the 176 channels"):
+        PaDiM(n_features=500, device="cpu").fit(data[0], progress=False)
