@@ -38,6 +38,11 @@ METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_a
 Factory = Callable[[str, int, bool], AnomalyDetector]
 METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "mean_image": (lambda kind, seed, quick: models.MeanImage(seed=seed), ("texture", "object")),
+    "feature_dictionary": (lambda kind, seed, quick: models.FeatureDictionary(
+        n_fit_patches=2000 if quick else 20000, seed=seed), ("texture", "object")),
+    "gmm_texture": (lambda kind, seed, quick: models.GMMTexture(n_fit_patches=2000 if quick else 10000, seed=seed),
+                    ("texture",)),
+    "variation_model": (lambda kind, seed, quick: models.VariationModel(seed=seed), ("object",)),
     "padim": (lambda kind, seed, quick: models.PaDiM(seed=seed), ("texture", "object")),
     # On tiny quick images a 1 % coreset can keep a single patch, too few for the score reweighting.
     "patchcore": (lambda kind, seed, quick: models.PatchCore(coreset_ratio=0.1 if quick else 0.01, seed=seed),
