@@ -8,6 +8,12 @@ from mvtec_tutorial import data, models
 # Tiny settings so each method fits and predicts 8 images of 64 x 64 in a few seconds on a CPU.
 METHODS = {
     "MeanImage": lambda seed: models.MeanImage(seed=seed),
+    "ConvAutoencoder": lambda seed: models.ConvAutoencoder(loss="l2", resolution=64, epochs=2, n_patches=16,
+                                                           batch_size=8, seed=seed),
+    "AnoGAN": lambda seed: models.AnoGAN(image_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5,
+                                         seed=seed),
+    "FAnoGAN": lambda seed: models.FAnoGAN(image_size=16, base_channels=4, epochs=1, batch_size=4, encoder_epochs=1,
+                                           seed=seed),
     "FeatureDictionary": lambda seed: models.FeatureDictionary(n_clusters=10, n_fit_patches=1000, seed=seed),
     # Colour patches: the planted magenta square is an ordinary grey in grayscale.
     "GMMTexture": lambda seed: models.GMMTexture(n_levels=3, n_components=2, n_fit_patches=1000, grayscale=False,
