@@ -164,6 +164,14 @@ def labelled_split(root: str | Path, category: str, *, image_size: int | None = 
     ------
     ValueError
         For a fraction outside (0, 1), a type with too few images to split, or an unknown held-out type.
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, progress=False)
+    >>> train, evaluation = labelled_split(root, "bottle", held_out_defect_type="contamination")
+    >>> len(train), len(evaluation), set(train.indices) & set(evaluation.indices)
+    (57, 31, set())
     """
     if not 0.0 < evaluation_fraction < 1.0:
         raise ValueError(f"evaluation_fraction must be in (0, 1), got {evaluation_fraction}")
@@ -454,6 +462,12 @@ def classification_report(labels: Any, probabilities: Any, defect_types: Sequenc
         ``good_recall`` and ``defective_recall`` (the paper's good/defective accuracies);
         ``recall_by_type`` (dict: defect type -> share classified correctly); ``confusion_matrix``
         (2 x 2 int array, rows true good/defective, columns predicted good/defective).
+
+    Examples
+    --------
+    >>> report = classification_report([0, 0, 1, 1], [0.2, 0.6, 0.7, 0.9], ["good", "good", "crack", "hole"])
+    >>> report["accuracy"], report["image_auroc"], report["recall_by_type"]
+    (0.75, 1.0, {'crack': 1.0, 'good': 0.5, 'hole': 1.0})
     """
     labels = np.asarray(labels)
     scores = np.asarray(probabilities, dtype=np.float64)
