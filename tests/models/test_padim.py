@@ -10,27 +10,6 @@ from mvtec_tutorial.models.base import NotFittedError
 from mvtec_tutorial.models.padim import PaDiM, align_and_concatenate, fit_gaussians, mahalanobis, to_anomaly_maps
 
 SIZE = 64
-DEFECT = (slice(20, 36), slice(24, 40))  # rows, columns of the planted square
-
-
-def stripes(n_images, seed):
-    """Normal images: the same diagonal stripes with a little noise; image 0 of the test set gets a bright square."""
-    generator = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-    pattern = 0.5 + 0.2 * torch.sin((yy + xx) / 4.0)
-    return (pattern + 0.03 * torch.randn(n_images, 3, SIZE, SIZE, generator=generator)).clamp(0, 1)
-
-
-@pytest.fixture(scope="module")
-def data():
-    train = stripes(8, seed=0)
-    test = stripes(4, seed=1)
-    test[0, :, DEFECT[0], DEFECT[1]] = 1.0
-    masks = np.zeros((4, SIZE, SIZE), dtype=bool)
-    masks[0, DEFECT[0], DEFECT[1]] = True
-    return train, test, masks
-
-
 @pytest.fixture(scope="module")
 def fitted(data):
     return PaDiM(n_features=50, seed=0, device="cpu").fit(data[0], progress=False)
