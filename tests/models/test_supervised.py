@@ -83,7 +83,7 @@ def test_same_seed_same_result_with_augmentation():
     images, labels = separable_batch()
 
     def probabilities(seed):
-        model = SupervisedClassifier(**TINY_RESNET, epochs=2, augmentation=supervised.default_augmentation(),
+        model = SupervisedClassifier(**TINY_RESNET, epochs=1, augmentation=supervised.default_augmentation(),
                                      seed=seed)
         return model.fit(images, labels, progress=False).predict_proba(images)
 
