@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import data, metrics, models, thresholds
-from mvtec_tutorial.models import autoencoder
+from mvtec_tutorial.models import anogan, autoencoder
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: The paper's published tables (Bergmann et al. 2019, Tables 2 and 3), tidy CSV.
@@ -44,9 +44,9 @@ METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "ae_l2": (lambda kind, seed, quick: models.ConvAutoencoder(
         loss="l2", seed=seed, **autoencoder.recommended_settings(kind, quick=quick)), ("texture", "object")),
     "anogan": (lambda kind, seed, quick: models.AnoGAN(
-        kind=kind, seed=seed, **(dict(epochs=1, search_steps=5) if quick else {})), ("texture", "object")),
+        seed=seed, **anogan.recommended_settings(kind, method="anogan", quick=quick)), ("texture", "object")),
     "f_anogan": (lambda kind, seed, quick: models.FAnoGAN(
-        kind=kind, seed=seed, **(dict(epochs=1, encoder_epochs=1) if quick else {})), ("texture", "object")),
+        seed=seed, **anogan.recommended_settings(kind, method="f_anogan", quick=quick)), ("texture", "object")),
     "feature_dictionary": (lambda kind, seed, quick: models.FeatureDictionary(
         n_fit_patches=2000 if quick else 20000, seed=seed), ("texture", "object")),
     "gmm_texture": (lambda kind, seed, quick: models.GMMTexture(n_fit_patches=2000 if quick else 10000, seed=seed),

@@ -42,6 +42,9 @@ GAN_BETAS = (0.5, 0.999)
 #: Widest layer, as a multiple of ``base_channels`` (DCGAN's 64 -> 512 channels).
 MAX_WIDTH = 8
 KINDS = ("object", "texture")
+#: The CPU schedule measured on real bottle (results/README.md): 64-pixel images, a quarter of the
+#: paper's 128 x 128 pixels, so training (about 7 CPU-minutes) and the search fit the course's budget.
+CPU_SETTINGS = dict(image_size=64, base_channels=32, epochs=300, batch_size=16, max_shift=2, texture_size=256)
 
 
 @contextlib.contextmanager
@@ -630,3 +633,39 @@ class FAnoGAN(_GANDetector):
     def _score(self, patches: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return residual_losses(self.discriminator_, patches, reconstructions, residual_weight=1.0,
                                feature_weight=self.kappa, power=2)
+
+
+def recommended_settings(kind: str, *, method: str = "anogan", quick: bool = False) -> dict:
+    """Keyword arguments of :class:`AnoGAN` (``method="anogan"``) or :class:`FAnoGAN` (``"f_anogan"``)
+    the course uses for a category ``kind``.
+
+    Parameters
+    ----------
+    kind : {"object", "texture"}
+        :attr:`mvtec_tutorial.data.CategoryInfo.kind`.
+    method : {"anogan", "f_anogan"}, default="anogan", keyword-only
+    quick : bool, default=False, keyword-only
+        A smoke-test schedule (16-pixel images, one epoch, five search steps) for tests.
+
+    Returns
+    -------
+    dict
+        :data:`CPU_SETTINGS` with ``kind``, 300 search steps (AnoGAN) or 100 encoder epochs
+        (f-AnoGAN). Flips only for textures, because a flipped object can be a defect (MVTec AD's
+        metal_nut has a ``flip`` defect type). Textures keep the paper's geometry at half its
+        side: zoomed to 256 and scored as 4 x 4 patches of 64 pixels.
+
+    Examples
+    --------
+    >>> recommended_settings("texture", method="f_anogan")["encoder_epochs"]
+    100
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {KINDS} (see data.category_info)")
+    steps = {"anogan": ("search_steps", 300, 5), "f_anogan": ("encoder_epochs", 100, 1)}
+    if method not in steps:
+        raise ValueError(f"unknown method {method!r}; use one of {tuple(steps)}")
+    name, full, smoke = steps[method]
+    quick_settings = dict(image_size=16, base_channels=4, epochs=1, texture_size=64)
+    return {**CPU_SETTINGS, "kind": kind, "flips": kind == "texture", name: smoke if quick else full,
+            **(quick_settings if quick else {})}

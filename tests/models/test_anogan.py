@@ -109,8 +109,8 @@ def tiny_gan():
 def test_latent_search_lowers_its_loss_and_reports_the_final_one():
     generator, discriminator = tiny_gan()
     targets = generator(torch.randn(3, 8, generator=torch.Generator().manual_seed(5))).detach()
-    codes, trace = anogan.latent_search(generator, discriminator, targets, steps=60, learning_rate=0.05)
-    assert trace.shape == (61, 3)
+    codes, trace = anogan.latent_search(generator, discriminator, targets, steps=25, learning_rate=0.1)
+    assert trace.shape == (26, 3)
     assert (trace[-1] < 0.5 * trace[0]).all()
     direct = anogan.residual_losses(discriminator, targets, generator(codes), residual_weight=0.9,
                                     feature_weight=0.1, power=1)
@@ -190,3 +190,16 @@ def test_errors_say_what_to_do():
     gan = AnoGAN(**TINY).fit(images, progress=False)
     with pytest.raises(ValueError, match="latent_dim=64 \\(here 32\\)"):
         FAnoGAN(pretrained=gan, latent_dim=32, **TINY).fit(images, progress=False)
+
+
+@pytest.mark.parametrize("method, model_class", [("anogan", AnoGAN), ("f_anogan", FAnoGAN)])
+def test_recommended_settings_construct_each_method(method, model_class):
+    for kind in anogan.KINDS:
+        settings = anogan.recommended_settings(kind, method=method)
+        model = model_class(**settings)
+        assert model.kind == kind and model.flips == (kind == "texture") and model.image_size == 64
+    quick = model_class(**anogan.recommended_settings("object", method=method, quick=True))
+    quick.fit(normal_images(n=4, size=16), progress=False)
+    with pytest.raises(ValueError, match="unknown method 'gan'"):
+        anogan.recommended_settings("object", method="gan")
+
