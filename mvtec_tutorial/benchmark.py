@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mvtec_tutorial import data, metrics, models, thresholds
+from mvtec_tutorial import data, metrics, models, synthetic, thresholds
 from mvtec_tutorial.models import anogan, autoencoder
 from mvtec_tutorial.models.base import AnomalyDetector
 
@@ -142,8 +142,14 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
                                   "seconds": np.nan, "settings": repr(error)}], columns=COLUMNS)
         results = pd.concat([results, rows], ignore_index=True)
         results.to_csv(path, index=False)  # after every cell, so an interrupted run resumes
-    (out / "results.md").write_text(to_markdown(results))
+    (out / "results.md").write_text(to_markdown(results, beside_paper=not any(
+        is_synthetic(root, category) for category in categories)))
     return results
+
+
+def is_synthetic(root: str | Path, category: str) -> bool:
+    """Whether ``root/category`` was drawn by :mod:`mvtec_tutorial.synthetic` (it holds the manifest)."""
+    return (Path(root) / category / synthetic.MANIFEST_NAME).is_file()
 
 
 def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
@@ -155,10 +161,16 @@ def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
     return joined
 
 
-def to_markdown(results: pd.DataFrame) -> str:
-    """One Markdown table per category: methods as rows, metrics as columns, paper values in brackets."""
+def to_markdown(results: pd.DataFrame, *, beside_paper: bool = True) -> str:
+    """One Markdown table per category: methods as rows, metrics as columns.
+
+    With ``beside_paper`` the paper's value follows ours in brackets. Pass False for the synthetic
+    stand-in, whose categories share only their names with MVTec AD's.
+    """
     table = compare_with_paper(results)
-    lines = []
+    if not beside_paper:
+        table["paper"] = np.nan
+    lines = [] if beside_paper else ["Synthetic stand-in data: the paper's numbers (real MVTec AD) are not shown.", ""]
     for category, rows in table.groupby("category", sort=False):
         present = [m for m in METRICS if m in set(rows["metric"])]
         lines += [f"### {category}", "", "| method | " + " | ".join(present) + " |",
@@ -191,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="shrunken training, for smoke runs only")
     args = parser.parse_args(argv)
-    results = run(args.root, args.categories, args.methods, args.out, image_size=args.image_size,
-                  seed=args.seed, quick=args.quick)
-    print(to_markdown(results))
+    run(args.root, args.categories, args.methods, args.out, image_size=args.image_size, seed=args.seed,
+        quick=args.quick)
+    print((Path(args.out) / "results.md").read_text())
 
 
 if __name__ == "__main__":

@@ -65,6 +65,15 @@ def test_compare_with_paper_gives_the_difference():
     assert row["paper"] == 0.93 and row["difference"] == pytest.approx(0.02)
 
 
+def test_markdown_shows_the_paper_beside_real_data_only(synthetic_root, tmp_path):
+    results = benchmark.run(synthetic_root, ["bottle"], ["variation_model"], tmp_path, image_size=32)
+    assert benchmark.is_synthetic(synthetic_root, "bottle")
+    synthetic_markdown = (tmp_path / "results.md").read_text()
+    assert synthetic_markdown.startswith("Synthetic stand-in data") and "(0." not in synthetic_markdown
+    # The same rows, taken as real MVTec AD bottle, get the paper's variation-model pixel AUROC 0.82.
+    assert "(0.82)" in benchmark.to_markdown(results)
+
+
 def test_unknown_method_lists_the_known_ones(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match="unknown methods \\['padimm'\\]; known: mean_image"):
         benchmark.run(synthetic_root, ["bottle"], ["padimm"], tmp_path)
