@@ -84,6 +84,17 @@ def test_bergmann_network_shapes(side, n_halvings, in_channels):
     assert len(strides) == 9 + n_halvings - 4
 
 
+@pytest.mark.parametrize("build, channels, side", [(autoencoder.bergmann_network, 1, 256),
+                                                    (autoencoder.tutorial_network, 3, 224)])
+def test_untrained_reconstruction_depends_on_the_input(build, channels, side):
+    # With PyTorch's default initialisation the signal died out on its way through the layers:
+    # every input gave the same output (spread 6e-10) and training stalled on that flat image.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        spread = build(channels, side)(torch.rand(4, channels, side, side)).std(dim=0).mean()
+    assert spread > 1e-3
+
+
 def test_tutorial_network_shapes():
     network = autoencoder.tutorial_network(3, 224)
     images = torch.rand(1, 3, 224, 224)
