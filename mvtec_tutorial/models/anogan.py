@@ -43,7 +43,7 @@ GAN_BETAS = (0.5, 0.999)
 MAX_WIDTH = 8
 KINDS = ("object", "texture")
 #: The CPU schedule measured on real bottle (results/README.md): 64-pixel images, a quarter of the
-#: paper's 128 x 128 pixels, so training (about 7 CPU-minutes) and the search fit the course's budget.
+#: paper's 128 x 128 pixels, so training fits the course's budget (12 minutes on one core for real bottle).
 CPU_SETTINGS = dict(image_size=64, base_channels=32, epochs=300, batch_size=16, max_shift=2, texture_size=256)
 
 
