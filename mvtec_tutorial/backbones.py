@@ -392,6 +392,8 @@ class FeatureExtractor(nn.Module):
     def __init__(self, backbone: str = "efficientnet_lite0", *, layers: Iterable[str] | None = None,
                  device: str | torch.device | None = None, allow_offline_fallback: bool = False) -> None:
         super().__init__()
+        # What AnomalyDetector.load needs to rebuild this extractor (the device is the detector's).
+        self.config = dict(backbone=backbone, layers=layers, allow_offline_fallback=allow_offline_fallback)
         _check_choice("backbone", backbone, BACKBONES)
         if layers is None:
             layers = DEFAULT_LAYERS[backbone]
@@ -400,8 +402,11 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"layers is empty; name at least one of: {', '.join(LAYERS[backbone])}")
         for layer in self.layers:
             _check_choice(f"{backbone} layer", layer, LAYERS[backbone])
-        model = (resnet18(allow_offline_fallback=allow_offline_fallback) if backbone == "resnet18"
-                 else efficientnet_lite0())
+        # The random initialisation, which the pretrained weights overwrite, must not advance the
+        # caller's global generator.
+        with torch.random.fork_rng(devices=[]):
+            model = (resnet18(allow_offline_fallback=allow_offline_fallback) if backbone == "resnet18"
+                     else efficientnet_lite0())
         self.backbone = "efficientnet_lite0" if isinstance(model, EfficientNetLite0) else "resnet18"
         self._sources = {layer: layer if self.backbone == backbone else RESNET18_TO_LITE0[layer]
                          for layer in self.layers}

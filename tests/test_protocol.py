@@ -1,6 +1,7 @@
 """The contract every unsupervised method keeps, run over all of them (as scikit-learn's common tests)."""
 import numpy as np
 import pytest
+import sklearn.base
 import torch
 
 from mvtec_tutorial import data, models
@@ -91,3 +92,67 @@ def test_bad_images_get_clear_errors(fitted):
         method.predict(torch.rand(2, 1, 64, 64))
     with pytest.raises(ValueError, match="expected values in \\[0, 1\\]"):
         method.predict(torch.rand(2, 3, 64, 64) * 255)
+
+
+def _learned_state(method):
+    """Every learned attribute as comparable numpy values (networks by their weights)."""
+    def plain(value):
+        if isinstance(value, torch.nn.Module):
+            return {k: v.detach().cpu().numpy() for k, v in value.state_dict().items()}
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+        return value
+    return {name: plain(value) for name, value in vars(method).items() if name.endswith("_")}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys() if isinstance(a, dict) else True
+    if isinstance(a, dict):
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    elif hasattr(a, "get_params"):  # a nested estimator (e.g. a scikit-learn mixture)
+        _assert_same({k: v for k, v in vars(a).items() if k.endswith("_")},
+                     {k: v for k, v in vars(b).items() if k.endswith("_")})
+    else:
+        assert a == b or (a != a and b != b)
+
+
+def test_predict_leaves_the_detector_unchanged(fitted, bottle):
+    method = fitted[1]
+    before = _learned_state(method)
+    method.predict(bottle[1][:2])
+    _assert_same(_learned_state(method), before)
+
+
+def test_saved_and_loaded_detectors_predict_the_same(fitted, bottle, tmp_path):
+    _, method, _, (maps, scores) = fitted
+    loaded = models.AnomalyDetector.load(method.save(tmp_path / "detector.pt", note="kept"))
+    assert type(loaded) is type(method) and loaded.get_params() == method.get_params()
+    assert loaded.metadata_ == {"note": "kept"}
+    again_maps, again_scores = loaded.predict(bottle[1])
+    np.testing.assert_array_equal(again_maps, maps)
+    np.testing.assert_array_equal(again_scores, scores)
+    with pytest.raises(ValueError, match="load it with"):
+        (models.PaDiM if type(method) is not models.PaDiM else models.MeanImage).load(tmp_path / "detector.pt")
+
+
+def test_clone_gives_an_unfitted_copy_with_the_same_parameters(fitted):
+    method = fitted[1]
+    copy = sklearn.base.clone(method)
+    assert copy.get_params() == method.get_params() and not _learned_state(copy)
+    assert copy.set_params(seed=5).seed == 5
+
+
+def test_fitting_and_predicting_leave_global_random_state_alone(fitted, bottle):
+    make_method = fitted[0]
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    method = make_method(0).fit(bottle[0], progress=False)
+    method.predict(bottle[1][:2])
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
-from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError, as_images
+from mvtec_tutorial.models.base import AnomalyDetector, as_images
 
 #: DCGAN settings of the MVTec AD paper (Bergmann et al., CVPR 2019, Sec. 4.1): latent size and
 #: generated image side; textures are zoomed to 512 and scored as 128-pixel patches.
@@ -88,6 +88,7 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
         self.latent_dim, self.image_size = latent_dim, image_size
+        self.config = dict(latent_dim=latent_dim, image_size=image_size, base_channels=base_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
@@ -103,6 +104,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, *, image_size: int = IMAGE_SIZE, base_channels: int = 32, spectral_norm: bool = True) -> None:
         super().__init__()
+        self.config = dict(image_size=image_size, base_channels=base_channels, spectral_norm=spectral_norm)
         self.features = _down_stack(image_size, base_channels, spectral=spectral_norm)
         head = nn.Conv2d(_widths(image_size, base_channels)[0][1], 1, 4, 1, 0)
         self.head = _spectral_norm(head) if spectral_norm else head
@@ -120,6 +122,7 @@ class Encoder(nn.Module):
 
     def __init__(self, *, latent_dim: int = LATENT_DIM, image_size: int = IMAGE_SIZE, base_channels: int = 32) -> None:
         super().__init__()
+        self.config = dict(latent_dim=latent_dim, image_size=image_size, base_channels=base_channels)
         self.features = _down_stack(image_size, base_channels, spectral=False)
         self.head = nn.Linear(_widths(image_size, base_channels)[0][1] * 16, latent_dim)
 
@@ -414,8 +417,7 @@ class _GANDetector(AnomalyDetector):
         ndarray of shape (N, 3, H, W), float32 in [0, 1]
             ``G(z*)`` (textures: the reconstructed patches tiled back together), resized to (H, W).
         """
-        if not hasattr(self, "image_size_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        self._check_fitted()
         images = as_images(images, progress=self.progress_)
         patches = self._patches(images)
         reconstructions = torch.empty_like(patches)
@@ -480,8 +482,6 @@ class AnoGAN(_GANDetector):
     Attributes
     ----------
     {_SHARED_ATTRIBUTES}
-    search_trace_ : ndarray of shape (search_steps + 1, n_patches), float32
-        Loss of every patch (objects: image) per search step of the last prediction.
 
     Notes
     -----
@@ -497,7 +497,7 @@ class AnoGAN(_GANDetector):
     >>> normal = torch.rand(8, 3, 32, 32) * 0.1 + 0.5
     >>> model = AnoGAN(image_size=16, base_channels=4, epochs=1, search_steps=5).fit(normal, progress=False)
     >>> maps, scores = model.predict(normal[:2])
-    >>> maps.shape, scores.shape, model.search_trace_.shape
+    >>> maps.shape, scores.shape, model.search_trace(normal[:2]).shape
     ((2, 32, 32), (2,), (6, 2))
     """
 
@@ -517,6 +517,10 @@ class AnoGAN(_GANDetector):
         self._fit_gan(images)
 
     def _encode_all(self, patches: torch.Tensor) -> torch.Tensor:
+        return self._search(patches)[0]
+
+    def _search(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent codes (n, latent_dim) of generator-sized patches and the loss trace (steps + 1, n)."""
         if self.search_steps < 0:
             raise ValueError(f"search_steps must be >= 0, got {self.search_steps}")
         rng = torch.Generator().manual_seed(self.seed)  # same starting codes at every prediction
@@ -528,8 +532,23 @@ class AnoGAN(_GANDetector):
                                                progress=self.progress_)
             codes.append(batch_codes)
             traces.append(trace)
-        self.search_trace_ = torch.cat(traces, dim=1).numpy()
-        return torch.cat(codes)
+        return torch.cat(codes), torch.cat(traces, dim=1)
+
+    def search_trace(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Search loss of every patch (objects: image) at every step of the latent search.
+
+        Parameters
+        ----------
+        images : Dataset of item dicts, or tensor/ndarray (N, 3, H, W) float in [0, 1]
+
+        Returns
+        -------
+        ndarray of shape (search_steps + 1, n_patches), float32
+            Row 0 is the loss at the seeded starting codes; the last row is the image score of
+            :meth:`predict` (a texture's score is the largest of its patches' last values).
+        """
+        self._check_fitted()
+        return self._search(self._patches(as_images(images, progress=self.progress_)))[1].numpy()
 
     def _score(self, patches: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return residual_losses(self.discriminator_, patches, reconstructions, residual_weight=1 - self.feature_weight,
@@ -635,7 +654,7 @@ class FAnoGAN(_GANDetector):
                                feature_weight=self.kappa, power=2)
 
 
-def recommended_settings(kind: str, *, method: str = "anogan", quick: bool = False) -> dict:
+def recommended_settings(kind: str, *, method: str = "anogan", schedule: str = "cpu") -> dict:
     """Keyword arguments of :class:`AnoGAN` (``method="anogan"``) or :class:`FAnoGAN` (``"f_anogan"``)
     the course uses for a category ``kind``.
 
@@ -644,16 +663,18 @@ def recommended_settings(kind: str, *, method: str = "anogan", quick: bool = Fal
     kind : {"object", "texture"}
         :attr:`mvtec_tutorial.data.CategoryInfo.kind`.
     method : {"anogan", "f_anogan"}, default="anogan", keyword-only
-    quick : bool, default=False, keyword-only
-        A smoke-test schedule (16-pixel images, one epoch, five search steps) for tests.
+    schedule : {"cpu", "paper", "quick"}, default="cpu", keyword-only
+        "cpu": :data:`CPU_SETTINGS` (64-pixel images). "paper": the constructor's defaults, which
+        follow the paper (128-pixel images, textures zoomed to 512), meant for a GPU. "quick": a
+        smoke test (16-pixel images, one epoch, five search steps).
 
     Returns
     -------
     dict
-        :data:`CPU_SETTINGS` with ``kind``, 300 search steps (AnoGAN) or 100 encoder epochs
+        The schedule's settings with ``kind``, 300 search steps (AnoGAN) or 100 encoder epochs
         (f-AnoGAN). Flips only for textures, because a flipped object can be a defect (MVTec AD's
-        metal_nut has a ``flip`` defect type). Textures keep the paper's geometry at half its
-        side: zoomed to 256 and scored as 4 x 4 patches of 64 pixels.
+        metal_nut has a ``flip`` defect type). On the CPU schedule textures keep the paper's
+        geometry at half its side: zoomed to 256 and scored as 4 x 4 patches of 64 pixels.
 
     Examples
     --------
@@ -665,7 +686,11 @@ def recommended_settings(kind: str, *, method: str = "anogan", quick: bool = Fal
     steps = {"anogan": ("search_steps", 300, 5), "f_anogan": ("encoder_epochs", 100, 1)}
     if method not in steps:
         raise ValueError(f"unknown method {method!r}; use one of {tuple(steps)}")
+    schedules = {"cpu": CPU_SETTINGS, "paper": {},
+                 "quick": dict(image_size=16, base_channels=4, epochs=1, texture_size=64)}
+    if schedule not in schedules:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {tuple(schedules)}")
     name, full, smoke = steps[method]
-    quick_settings = dict(image_size=16, base_channels=4, epochs=1, texture_size=64)
-    return {**CPU_SETTINGS, "kind": kind, "flips": kind == "texture", name: smoke if quick else full,
-            **(quick_settings if quick else {})}
+    quick = schedule == "quick"
+    return {**(CPU_SETTINGS if quick else {}), **schedules[schedule], "kind": kind, "flips": kind == "texture",
+            name: smoke if quick else full}

@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mvtec_tutorial.backbones import FeatureExtractor
-from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError, as_images
+from mvtec_tutorial import settings
+from mvtec_tutorial.models.base import AnomalyDetector, as_images
 
 #: Image side the MVTec AD paper fed this method (Bergmann et al. 2019, Sec. 4.1): objects at
 #: 256 x 256, textures zoomed to 512 x 512. Pass it as ``image_size`` when loading the data.
@@ -45,10 +46,6 @@ LAST_FEATURE_MAP = {"efficientnet_lite0": "head", "resnet18": "layer4"}
 #: images) it gave pixel ROC AUC 0.88, the stride-16 map 0.84, the last (stride-32) map 0.45.
 DENSE_LAYER = {"efficientnet_lite0": "block4", "resnet18": "layer2"}
 FORMULATIONS = ("dense", "patches")
-#: BLAS/OpenMP threads for PCA and k-means. Their problems are small (20,000 x 40), so extra threads
-#: mostly wait on each other: on a busy 2-core machine (load ~14) one thread fitted PCA + k-means
-#: 10 times faster than two.
-BLAS_THREADS = 1
 
 
 def _grid_shape(size: tuple[int, int], patch_size: int, stride: int) -> tuple[int, int]:
@@ -285,7 +282,7 @@ class FeatureDictionary(AnomalyDetector):
             batch = self._features(images[start:start + self.batch_size]).flatten(2)  # (B, C, rows * cols)
             features.append(batch[image_index[in_batch] - start, :, position[in_batch]].numpy())
         features = _l1_normalize(np.concatenate(features))
-        with threadpool_limits(BLAS_THREADS):
+        with threadpool_limits(settings.BLAS_THREADS):
             self.pca_ = PCA(n_components=self.n_components, svd_solver="full", random_state=self.seed).fit(features)
             reduced = self.pca_.transform(features)
             kmeans = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=self.seed).fit(reduced)
@@ -313,18 +310,17 @@ class FeatureDictionary(AnomalyDetector):
             Mean distance of each patch's descriptor to its ``n_neighbors`` nearest atoms; higher =
             more anomalous. Entry ``[n, r, c]`` is the patch at pixel ``(r * stride, c * stride)``.
         """
-        if not hasattr(self, "atoms_"):
-            raise NotFittedError("this FeatureDictionary is not fitted yet; call fit first")
+        self._check_fitted()
         features = self._features(as_images(images))
         n, channels, rows, cols = features.shape
         flat = _l1_normalize(features.permute(0, 2, 3, 1).reshape(-1, channels).numpy())
-        with threadpool_limits(BLAS_THREADS):
+        with threadpool_limits(settings.BLAS_THREADS):
             reduced = self.pca_.transform(flat)
         return self._distances(reduced).reshape(n, rows, cols)
 
     def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if tuple(images.shape[-2:]) != self.image_size_:
+        if tuple(images.shape[-2:]) != self.image_shape_:
             raise ValueError(f"images are {tuple(images.shape[-2:])} but the model was fitted on "
-                             f"{self.image_size_}; load test images at the training image_size")
+                             f"{self.image_shape_}; load test images at the training image_size")
         maps = patch_map(self.score_patches(images), patch_size=self.patch_size, stride=self.stride)
         return maps, maps.reshape(len(maps), -1).max(axis=1)

@@ -21,13 +21,10 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError, as_images
+from mvtec_tutorial import settings
+from mvtec_tutorial.models.base import AnomalyDetector, as_images
 from mvtec_tutorial.models.variation_model import to_gray
 
-#: BLAS threads for the mixtures. Their matrices are tiny (49 x 49 for gray 7 x 7 patches), so
-#: extra threads only add synchronisation; on a busy 2-core machine, 2 OpenBLAS threads made the
-#: mixture fits 40 times slower than 1 (measured with the tests, load average 15).
-BLAS_THREADS = 1
 #: Added to every covariance diagonal: a variance of 1e-4 is a standard deviation of 0.01, about
 #: 2.5 gray levels of 255, the order of sensor noise. Without it, smooth coarse pyramid levels give
 #: near-singular patch covariances and unbounded likelihoods.
@@ -150,7 +147,7 @@ class GMMTexture(AnomalyDetector):
         pyramids = self._pyramids(images)
         self.mixtures_, nll_mean, nll_std = [], [], []
         for level in tqdm(range(self.n_levels), desc="GMM per pyramid level", disable=not self.progress_):
-            with threadpool_limits(BLAS_THREADS):
+            with threadpool_limits(settings.BLAS_THREADS):
                 mixture, nll = self._fit_level([patch_vectors(p[level], self.patch_size) for p in pyramids], rng)
             self.mixtures_.append(mixture)
             nll_mean.append(nll.mean())
@@ -181,8 +178,7 @@ class GMMTexture(AnomalyDetector):
         ndarray of shape (N, n_levels, H, W), float32
             ``(nll - nll_mean_[l]) / nll_std_[l]``, upsampled bilinearly; higher = less likely.
         """
-        if not hasattr(self, "mixtures_"):
-            raise NotFittedError("this GMMTexture is not fitted yet; call fit first")
+        self._check_fitted()
         images = as_images(images)
         size = tuple(images.shape[-2:])
         maps = []
@@ -191,7 +187,7 @@ class GMMTexture(AnomalyDetector):
             levels = []
             for level, mixture in enumerate(self.mixtures_):
                 shape = image_pyramid[level].shape[1:]
-                with threadpool_limits(BLAS_THREADS):
+                with threadpool_limits(settings.BLAS_THREADS):
                     nll = -mixture.score_samples(patch_vectors(image_pyramid[level], self.patch_size)).reshape(shape)
                 z = torch.from_numpy((nll - self.nll_mean_[level]) / self.nll_std_[level]).float()
                 levels.append(F.interpolate(z[None, None], size=size, mode="bilinear", align_corners=False)[0, 0])

@@ -265,7 +265,7 @@ class PaDiM(AnomalyDetector):
             if tuple(embeddings.shape[-2:]) != self.grid_size_:
                 raise ValueError(f"images of size {tuple(images.shape[-2:])} give a {tuple(embeddings.shape[-2:])} "
                                  f"feature grid, but the model was fitted on a {self.grid_size_} grid "
-                                 f"(images of size {self.image_size_}); load test images at the training image_size")
+                                 f"(images of size {self.image_shape_}); load test images at the training image_size")
             distances = mahalanobis(embeddings.flatten(2), self.mean_, self.inv_covariance_)
         maps = to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
                                sigma=self.smoothing_sigma)

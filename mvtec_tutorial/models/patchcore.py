@@ -301,7 +301,7 @@ class PatchCore(AnomalyDetector):
             if tuple(patches.shape[-2:]) != self.grid_size_:
                 raise ValueError(f"images of size {tuple(images.shape[-2:])} give a {tuple(patches.shape[-2:])} "
                                  f"feature grid, but the model was fitted on a {self.grid_size_} grid "
-                                 f"(images of size {self.image_size_}); load test images at the training image_size")
+                                 f"(images of size {self.image_shape_}); load test images at the training image_size")
             queries = patches.permute(0, 2, 3, 1).reshape(len(images), -1, patches.shape[1])  # (N, P, D)
             distances, nearest = nearest_neighbors(queries.reshape(-1, queries.shape[-1]), self.memory_bank_,
                                                    chunk_size=self.chunk_size)

@@ -20,13 +20,10 @@ from skimage.registration import phase_cross_correlation
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError
+from mvtec_tutorial import settings
+from mvtec_tutorial.models.base import AnomalyDetector
 from mvtec_tutorial.models.mean_image import MeanImage
 
-#: BLAS threads for the registration. Its sub-pixel refinement multiplies small matrices (a few
-#: hundred entries a side), where extra threads only wait on each other: on a busy 2-core machine
-#: (load ~13) fitting on real bottle took 45 s with two threads and 15 s with one.
-BLAS_THREADS = 1
 #: ITU-R BT.601 luma weights of R, G, B (what PIL's ``convert("L")`` uses); HALCON's variation
 #: model works on single-channel gray values.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -82,7 +79,7 @@ def align_translation(images: np.ndarray, reference: np.ndarray, *, upsample_fac
                          f"got {images.shape}; load test images at the training image_size")
     aligned, shifts = np.empty_like(images), np.zeros((len(images), 2), dtype=np.float32)
     for i in tqdm(range(len(images)), desc="aligning", disable=not progress, leave=False):
-        with threadpool_limits(BLAS_THREADS):
+        with threadpool_limits(settings.BLAS_THREADS):
             shifts[i] = phase_cross_correlation(reference, images[i], upsample_factor=upsample_factor,
                                                 normalization=normalization)[0]
         aligned[i] = ndimage.shift(images[i], shifts[i], order=1, mode="nearest")
@@ -186,8 +183,7 @@ class VariationModel(AnomalyDetector):
 
     def aligned_gray(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gray images aligned to :attr:`reference_`, and the shifts applied, shapes (N, H, W) and (N, 2)."""
-        if not hasattr(self, "reference_"):
-            raise NotFittedError("this VariationModel is not fitted yet; call fit first")
+        self._check_fitted()
         gray = to_gray(images)
         if not self.align:
             return gray, np.zeros((len(gray), 2), dtype=np.float32)
@@ -226,8 +222,7 @@ class VariationModel(AnomalyDetector):
             ``mean_ -/+ max(t * std_floor, t * std)``; an aligned pixel outside them has a
             (smoothing_sigma=0) map value above ``threshold``.
         """
-        if not hasattr(self, "mean_"):
-            raise NotFittedError("this VariationModel is not fitted yet; call fit first")
+        self._check_fitted()
         if threshold <= 0:
             raise ValueError(f"threshold must be positive, got {threshold}")
         half_width = threshold * self.std_  # std_ is already floored at std_floor

@@ -132,8 +132,9 @@ def test_anogan_predicts_at_input_resolution_and_records_the_search():
     model = AnoGAN(search_steps=4, **TINY).fit(normal_images(size=24), progress=False)
     maps, scores = model.predict(normal_images(n=3, size=24, seed=1))
     assert maps.shape == (3, 24, 24) and scores.shape == (3,)
-    assert model.search_trace_.shape == (5, 3)
-    np.testing.assert_allclose(scores, model.search_trace_[-1], rtol=1e-5)  # the score is the final search loss
+    trace = model.search_trace(normal_images(n=3, size=24, seed=1))
+    assert trace.shape == (5, 3)
+    np.testing.assert_allclose(scores, trace[-1], rtol=1e-5)  # the score is the final search loss
     assert model.reconstruct(normal_images(n=2, size=24)).shape == (2, 3, 24, 24)
 
 
@@ -147,7 +148,7 @@ def test_textures_are_scored_as_tiled_patches():
     torch.testing.assert_close(model._assemble(patches, (32, 32)), images)
     model.fit(images, progress=False)
     _, scores = model.predict(images)
-    np.testing.assert_allclose(scores, model.search_trace_[-1].reshape(2, 4).max(1), rtol=1e-5)
+    np.testing.assert_allclose(scores, model.search_trace(images)[-1].reshape(2, 4).max(1), rtol=1e-5)
 
 
 def test_fanogan_inference_is_one_deterministic_pass():
@@ -198,7 +199,7 @@ def test_recommended_settings_construct_each_method(method, model_class):
         settings = anogan.recommended_settings(kind, method=method)
         model = model_class(**settings)
         assert model.kind == kind and model.flips == (kind == "texture") and model.image_size == 64
-    quick = model_class(**anogan.recommended_settings("object", method=method, quick=True))
+    quick = model_class(**anogan.recommended_settings("object", method=method, schedule="quick"))
     quick.fit(normal_images(n=4, size=16), progress=False)
     with pytest.raises(ValueError, match="unknown method 'gan'"):
         anogan.recommended_settings("object", method="gan")

@@ -1,0 +1,170 @@
+"""Fit once, reuse everywhere: a folder of fitted detectors keyed by everything that changes a fit.
+
+Training an autoencoder or a GAN takes minutes to tens of minutes on a CPU. :func:`fit` looks for
+a detector fitted earlier with exactly the same inputs and loads it instead of training again,
+so the benchmark notebook reuses what the method notebooks fitted, and a second run of the
+course is quick. The key (:func:`fit_key`) covers
+
+- the method's class and every parameter (``get_params``), with the device it runs on,
+- the training images themselves (a SHA-256 of their pixels: data root, category, image size,
+  split seed and any edit of a file all change it),
+- the package's source code (:func:`mvtec_tutorial.settings.source_hash`) and torch's version,
+
+so a stale fit is never served. The folder is ``$MVTEC_TUTORIAL_CACHE`` or
+``~/.cache/mvtec_tutorial/fits``; ``MVTEC_TUTORIAL_CACHE=off`` turns caching off, and
+:func:`clear` (``make clean-cache``) empties it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvtec_tutorial.data import as_images
+from mvtec_tutorial.models.base import AnomalyDetector, detector_from_file_contents, read_detector_file
+from mvtec_tutorial.settings import source_hash
+
+#: Environment variable naming the cache folder; "off" (or "0", "false", "no") disables the cache.
+CACHE_ENV = "MVTEC_TUTORIAL_CACHE"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mvtec_tutorial" / "fits"
+_OFF = ("off", "0", "false", "no")
+_SUFFIX = ".pt"
+
+
+def cache_dir() -> Path | None:
+    """The cache folder from ``MVTEC_TUTORIAL_CACHE`` (default ``~/.cache/mvtec_tutorial/fits``); None when off."""
+    value = os.environ.get(CACHE_ENV, "")
+    if value.strip().lower() in _OFF:
+        return None
+    return Path(value).expanduser() if value else DEFAULT_CACHE_DIR
+
+
+@dataclass(frozen=True)
+class CachedFit:
+    """What :func:`fit` did.
+
+    Attributes
+    ----------
+    key : str
+        The cache key (hex SHA-256), see :func:`fit_key`.
+    path : Path or None
+        The cache file; None when caching is off.
+    hit : bool
+        True when the fit was loaded from the cache instead of computed.
+    fit_seconds : float
+        Wall time of the original fit (for a hit: as measured when it was computed).
+    """
+
+    key: str
+    path: Path | None
+    hit: bool
+    fit_seconds: float
+
+
+def fit_key(detector: AnomalyDetector, images: torch.Tensor) -> str:
+    """Hex SHA-256 of everything that changes what ``detector.fit(images)`` learns.
+
+    Parameters
+    ----------
+    detector : AnomalyDetector
+        Unfitted or fitted; only its class and parameters are read.
+    images : torch.Tensor of shape (N, 3, H, W), float32 in [0, 1]
+        The training images.
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import models
+    >>> images = torch.zeros(2, 3, 8, 8)
+    >>> fit_key(models.MeanImage(), images) == fit_key(models.MeanImage(), images.clone())
+    True
+    >>> fit_key(models.MeanImage(), images) == fit_key(models.MeanImage(std_floor=0.1), images)
+    False
+    """
+    params = detector.get_params(deep=False)
+    params["device"] = detector.device_.type  # None and "cpu" fit the same on a CPU-only machine
+    pixels = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+    identity = {
+        "class": f"{type(detector).__module__}.{type(detector).__qualname__}",
+        "params": json.loads(json.dumps(params, sort_keys=True, default=repr)),
+        "images": [list(pixels.shape), hashlib.sha256(pixels.tobytes()).hexdigest()],
+        "source": source_hash(),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None | bool = True,
+        progress: bool = True) -> CachedFit:
+    """Fit ``detector`` on ``images`` in place, or load the identical fit from the cache.
+
+    Parameters
+    ----------
+    detector : AnomalyDetector
+        Fitted in place, exactly as ``detector.fit(images)`` would (same learned state).
+    images : Dataset, tensor or ndarray (N, 3, H, W), float in [0, 1]
+        Normal training images.
+    directory : str, Path, True or False, default=True
+        The cache folder; True means :func:`cache_dir` (which may be off), False never caches.
+    progress : bool, default=True
+        Progress bars while fitting (and, for the fitted detector, while predicting).
+
+    Returns
+    -------
+    CachedFit
+
+    Notes
+    -----
+    A cache file that cannot be read (damaged, or written by another package version) is
+    reported, deleted and replaced by a fresh fit. Files are written atomically, so two
+    processes fitting the same key at once both end with a complete file.
+    """
+    images = as_images(images, progress=progress)
+    folder = cache_dir() if directory is True else (None if directory is False or directory is None
+                                                      else Path(directory).expanduser())
+    key = fit_key(detector, images)
+    path = None if folder is None else folder / f"{type(detector).__name__}-{key[:32]}{_SUFFIX}"
+    if path is not None and path.is_file():
+        try:
+            seconds = _restore(detector, read_detector_file(path), progress=progress)
+            return CachedFit(key, path, True, seconds)
+        except (ValueError, TypeError, KeyError, RuntimeError) as error:
+            print(f"ignoring the unreadable cached fit {path} ({error}); fitting again")
+            path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    detector.fit(images, progress=progress)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        detector.save(path, fit_seconds=seconds, key=key)
+    return CachedFit(key, path, False, seconds)
+
+
+def _restore(detector: AnomalyDetector, payload: dict[str, Any], *, progress: bool) -> float:
+    """Put a cache file's learned state into ``detector``; return the original fit's seconds."""
+    loaded = detector_from_file_contents(payload, device=detector.device)
+    if type(loaded) is not type(detector) or loaded.get_params(deep=False) != detector.get_params(deep=False):
+        raise ValueError(f"it holds {loaded!r}, not {detector!r}")
+    detector._forget()
+    for name, value in vars(loaded).items():
+        if name.endswith("_") and name != "metadata_":
+            setattr(detector, name, value)
+    detector.progress_ = progress
+    return float(loaded.metadata_.get("fit_seconds", float("nan")))
+
+
+def clear(directory: str | Path | None = None) -> int:
+    """Delete every cached fit in ``directory`` (default :func:`cache_dir`); return how many were removed."""
+    folder = Path(directory).expanduser() if directory is not None else cache_dir()
+    if folder is None or not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.glob(f"*{_SUFFIX}"):
+        path.unlink()
+        removed += 1
+    return removed

@@ -1,0 +1,67 @@
+"""The fit cache: a hit gives the identical fit, and anything that changes a fit misses."""
+import numpy as np
+import pytest
+import torch
+
+from mvtec_tutorial import cache, models, settings
+
+
+@pytest.fixture
+def images():
+    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.4
+
+
+def test_a_hit_restores_exactly_what_fitting_learned(images, tmp_path):
+    first = models.MeanImage(smoothing_sigma=1.0)
+    record = cache.fit(first, images, directory=tmp_path, progress=False)
+    assert not record.hit and record.path.is_file() and record.fit_seconds >= 0
+    second = models.MeanImage(smoothing_sigma=1.0)
+    again = cache.fit(second, images, directory=tmp_path, progress=False)
+    assert again.hit and again.key == record.key and again.fit_seconds == record.fit_seconds
+    np.testing.assert_array_equal(second.mean_, first.mean_)
+    np.testing.assert_array_equal(second.predict(images)[0], first.predict(images)[0])
+
+
+@pytest.mark.parametrize("change", ["setting", "seed", "images", "code"])
+def test_anything_that_changes_a_fit_misses(images, tmp_path, monkeypatch, change):
+    cache.fit(models.PaDiM(n_features=8, layers=("block4",), seed=0), images, directory=tmp_path, progress=False)
+    detector, train = models.PaDiM(n_features=8, layers=("block4",), seed=0), images
+    if change == "setting":
+        detector.set_params(regularization=0.1)
+    elif change == "seed":
+        detector.set_params(seed=1)
+    elif change == "images":
+        train = images.clone()
+        train[0, 0, 0, 0] += 0.01
+    else:
+        monkeypatch.setattr(cache, "source_hash", lambda: "edited code")
+    assert not cache.fit(detector, train, directory=tmp_path, progress=False).hit
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_off_and_the_environment_choose_the_folder(images, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    assert cache.cache_dir() is None
+    record = cache.fit(models.MeanImage(), images, progress=False)
+    assert record.path is None and not record.hit
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "fits"))
+    assert cache.fit(models.MeanImage(), images, progress=False).path.parent == tmp_path / "fits"
+    assert cache.fit(models.MeanImage(), images, progress=False).hit
+    assert cache.clear() == 1 and not list((tmp_path / "fits").iterdir())
+
+
+def test_a_damaged_entry_is_refitted_not_served(images, tmp_path, capsys):
+    record = cache.fit(models.MeanImage(), images, directory=tmp_path, progress=False)
+    record.path.write_bytes(b"not a torch file")
+    again = cache.fit(models.MeanImage(), images, directory=tmp_path, progress=False)
+    assert not again.hit and "ignoring the unreadable cached fit" in capsys.readouterr().out
+    assert cache.fit(models.MeanImage(), images, directory=tmp_path, progress=False).hit
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device=None means CUDA here")
+def test_the_key_ignores_how_the_cpu_is_named(images):
+    assert cache.fit_key(models.MeanImage(device=None), images) == cache.fit_key(models.MeanImage(device="cpu"), images)
+
+
+def test_source_hash_follows_the_code():
+    assert settings.source_hash() == settings.source_hash() and len(settings.source_hash()) == 64
