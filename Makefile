@@ -12,7 +12,7 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course test lab data clean
+.PHONY: install course test lab data clean clean-cache
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,7 @@ course: $(INSTALLED)
 # Tests run on the synthetic set in fast mode, two single-threaded workers (one per CPU core:
 # on 2 cores two BLAS thread pools fighting each other are slower than one thread each).
 TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROOT=$(CURDIR)/build/test-synthetic \
+	MVTEC_TUTORIAL_CACHE=$(CURDIR)/build/test-cache \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 test: $(INSTALLED)
@@ -51,3 +52,8 @@ data: $(INSTALLED)
 
 clean:
 	rm -rf build .pytest_cache
+
+# Delete the fitted detectors the notebooks and the benchmark reuse (~/.cache/mvtec_tutorial/fits,
+# or $$MVTEC_TUTORIAL_CACHE); the next `make course` trains everything again.
+clean-cache: $(INSTALLED)
+	$(PY) -c "from mvtec_tutorial import cache; print(cache.clear(), 'cached fits removed from', cache.cache_dir())"

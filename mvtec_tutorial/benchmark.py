@@ -1,155 +1,438 @@
-"""Every method on every category, measured the same way, beside the paper's numbers.
+"""The evaluation protocol, and every method on every category measured with it, beside the paper.
 
-Command line::
+The protocol (:func:`evaluate_method`), the same for every method and every notebook: fit on the
+normal training images minus a held-out validation part (:func:`mvtec_tutorial.data.load_split`),
+pick the paper's minimum-defect-area threshold on the validation maps, predict the test set and
+compute every metric. :func:`run` measures a grid of methods x categories with it and appends tidy
+rows to ``<out>/results.csv``. Command line (``mvtec-benchmark`` once the package is installed)::
 
-    python -m mvtec_tutorial.benchmark --root ROOT --categories bottle --methods mean_image patchcore --out results/
+    mvtec-benchmark --root ROOT --categories all --methods mean_image patchcore --out results/
 
-For each (category, method) cell: fit on the normal training images minus a held-out validation
-part, pick the paper's minimum-defect-area threshold on the validation maps, predict the test set,
-compute every metric and append tidy rows to ``results.csv`` (category, method, metric, value,
-seconds, settings). Finished cells are not recomputed; a failing cell is recorded and the rest go on.
+A cell is done when all its rows are in the file under its key, which covers everything that
+changes a number (:func:`cell_key`); rows of other keys are kept. The file is replaced atomically
+after every cell, and one lock per folder keeps two runs from writing it at once.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
 import time
 import traceback
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from mvtec_tutorial import data, metrics, models, synthetic, thresholds
+from mvtec_tutorial import __version__, data, metrics, models, synthetic, thresholds
+from mvtec_tutorial import cache as fit_cache
 from mvtec_tutorial.models import anogan, autoencoder
 from mvtec_tutorial.models.base import AnomalyDetector
+from mvtec_tutorial.settings import ROOT_ENV, source_hash
 
-#: The paper's published tables (Bergmann et al. 2019, Tables 2 and 3), tidy CSV.
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PAPER_TABLES = ("paper_table2_classification.csv", "paper_table3_segmentation.csv")
+PAPER_TABLES = ("table2_classification.csv", "table3_segmentation.csv")
 RESULTS_FILE = "results.csv"
-COLUMNS = ["category", "method", "metric", "value", "seconds", "settings"]
+COLUMNS = ["category", "method", "metric", "value", "seed", "image_size", "schedule", "data", "device", "cached",
+           "version", "created", "settings", "key"]
 METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_accuracy", "region_overlap",
            "fit_seconds", "predict_seconds"]
+#: Training schedules: "cpu" is the course's (results/ uses it), "paper" the paper's GPU schedule
+#: for the networks, "quick" a smoke test whose numbers mean nothing (tests, fast notebooks).
+SCHEDULES = ("cpu", "paper", "quick")
+#: The paper's threshold rule "fails" when it calls nearly every defective image good although the
+#: scores rank them well: defective accuracy below 0.2 while the image AUROC is above 0.8.
+FAILED_RULE_DEFECTIVE_ACCURACY, FAILED_RULE_IMAGE_AUROC = 0.2, 0.8
 
-# name -> (factory(kind, seed, quick) -> method, kinds it applies to). ``quick`` shrinks training for
-# smoke runs (tests, fast notebooks); results in results/ use quick=False. Each method's own module
+# name -> (factory(kind, seed, schedule) -> detector, kinds it applies to). Each method's module
 # documents its settings.
-Factory = Callable[[str, int, bool], AnomalyDetector]
+Factory = Callable[[str, int, str], AnomalyDetector]
 METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
-    "mean_image": (lambda kind, seed, quick: models.MeanImage(seed=seed), ("texture", "object")),
-    "ae_ssim": (lambda kind, seed, quick: models.ConvAutoencoder(
-        loss="ssim", seed=seed, **autoencoder.recommended_settings(kind, quick=quick)), ("texture", "object")),
-    "ae_l2": (lambda kind, seed, quick: models.ConvAutoencoder(
-        loss="l2", seed=seed, **autoencoder.recommended_settings(kind, quick=quick)), ("texture", "object")),
-    "anogan": (lambda kind, seed, quick: models.AnoGAN(
-        seed=seed, **anogan.recommended_settings(kind, method="anogan", quick=quick)), ("texture", "object")),
-    "f_anogan": (lambda kind, seed, quick: models.FAnoGAN(
-        seed=seed, **anogan.recommended_settings(kind, method="f_anogan", quick=quick)), ("texture", "object")),
-    "feature_dictionary": (lambda kind, seed, quick: models.FeatureDictionary(
-        n_fit_patches=2000 if quick else 20000, seed=seed), ("texture", "object")),
-    "gmm_texture": (lambda kind, seed, quick: models.GMMTexture(n_fit_patches=2000 if quick else 10000, seed=seed),
-                    ("texture",)),
-    "variation_model": (lambda kind, seed, quick: models.VariationModel(seed=seed), ("object",)),
-    "padim": (lambda kind, seed, quick: models.PaDiM(seed=seed), ("texture", "object")),
+    "mean_image": (lambda kind, seed, schedule: models.MeanImage(seed=seed), ("texture", "object")),
+    "ae_ssim": (lambda kind, seed, schedule: models.ConvAutoencoder(
+        loss="ssim", seed=seed, **autoencoder.recommended_settings(kind, schedule=schedule)), ("texture", "object")),
+    "ae_l2": (lambda kind, seed, schedule: models.ConvAutoencoder(
+        loss="l2", seed=seed, **autoencoder.recommended_settings(kind, schedule=schedule)), ("texture", "object")),
+    "anogan": (lambda kind, seed, schedule: models.AnoGAN(
+        seed=seed, **anogan.recommended_settings(kind, method="anogan", schedule=schedule)), ("texture", "object")),
+    "f_anogan": (lambda kind, seed, schedule: models.FAnoGAN(
+        seed=seed, **anogan.recommended_settings(kind, method="f_anogan", schedule=schedule)), ("texture", "object")),
+    "feature_dictionary": (lambda kind, seed, schedule: models.FeatureDictionary(
+        n_fit_patches=2000 if schedule == "quick" else 20000, seed=seed), ("texture", "object")),
+    "gmm_texture": (lambda kind, seed, schedule: models.GMMTexture(
+        n_fit_patches=2000 if schedule == "quick" else 10000, seed=seed), ("texture",)),
+    "variation_model": (lambda kind, seed, schedule: models.VariationModel(seed=seed), ("object",)),
+    "padim": (lambda kind, seed, schedule: models.PaDiM(seed=seed), ("texture", "object")),
     # On tiny quick images a 1 % coreset can keep a single patch, too few for the score reweighting.
-    "patchcore": (lambda kind, seed, quick: models.PatchCore(coreset_ratio=0.1 if quick else 0.01, seed=seed),
-                  ("texture", "object")),
+    "patchcore": (lambda kind, seed, schedule: models.PatchCore(
+        seed=seed, **(dict(coreset_ratio=0.1) if schedule == "quick" else {})), ("texture", "object")),
 }
 
 
-def paper_table() -> pd.DataFrame:
-    """The paper's Tables 2 and 3 as tidy rows: category, method, metric, value."""
-    frames = [pd.read_csv(ASSETS / name, comment="#") for name in PAPER_TABLES]
-    return pd.concat([f.melt(id_vars=["category", "method"], var_name="metric") for f in frames], ignore_index=True)
+def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = "cpu",
+                  device: str | torch.device | None = None) -> AnomalyDetector:
+    """The registered detector ``method`` with the settings the benchmark uses for ``category``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, schedule or category, or a method that does not apply to the
+        category's kind (e.g. ``gmm_texture`` on an object).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    factory, kinds = METHODS[method]
+    kind = data.category_info(category).kind
+    if kind not in kinds:
+        raise ValueError(f"{method} applies to {' and '.join(kinds)} categories, not to {category} ({kind})")
+    return factory(kind, seed, schedule).set_params(device=device)
 
 
-def run_cell(root: str | Path, category: str, method: str, *, image_size: int = 256, seed: int = 0,
-             quick: bool = False, validation_fraction: float = 0.2,
-             relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA) -> pd.DataFrame:
-    """Fit, threshold, predict and evaluate one method on one category; return tidy rows."""
-    factory, _ = METHODS[method]
-    detector = factory(category_kind(root, category), seed, quick)
-    train, validation = data.train_validation_split(
-        data.MVTecAD(root, category, "train", image_size=image_size),
-        validation_fraction=validation_fraction, seed=seed)
-    # Images are read before the clocks start, so the times measure the method, not PNG decoding.
-    train_images, validation_images = data.stack(train)[0], data.stack(validation)[0]
-    test_images, masks, labels, _ = data.stack(data.MVTecAD(root, category, "test", image_size=image_size))
-    start = time.perf_counter()
-    detector.fit(train_images)
-    fit_seconds = time.perf_counter() - start
-    validation_maps, _ = detector.predict(validation_images)
+@dataclass
+class Evaluation:
+    """Everything :func:`evaluate_method` measured for one detector on one split.
+
+    Attributes
+    ----------
+    metrics : dict of str to float
+        :func:`mvtec_tutorial.metrics.evaluate`'s values plus ``fit_seconds`` and ``predict_seconds``.
+    maps : ndarray of shape (N_test, H, W), float32
+    scores : ndarray of shape (N_test,), float32
+    validation_maps : ndarray of shape (N_validation, H, W), float32
+    validation_scores : ndarray of shape (N_validation,), float32
+    threshold : float
+        The paper's minimum-defect-area threshold, chosen on the validation maps.
+    min_defect_area : int
+        The minimum defect area in pixels it was chosen (and images are classified) with.
+    detector : AnomalyDetector
+        The fitted detector.
+    split : mvtec_tutorial.data.Split
+        The images it was measured on (labels, masks and defect types of the test images).
+    fit : mvtec_tutorial.cache.CachedFit
+        Whether the fit came from the cache, and what it cost.
+    warnings : list of str
+        Problems a reader should know about, e.g. a threshold rule that failed (:func:`threshold_warning`).
+    """
+
+    metrics: dict[str, float]
+    maps: np.ndarray
+    scores: np.ndarray
+    validation_maps: np.ndarray
+    validation_scores: np.ndarray
+    threshold: float
+    min_defect_area: int
+    detector: AnomalyDetector
+    split: data.Split
+    fit: fit_cache.CachedFit
+    warnings: list[str]
+
+
+def evaluate_method(detector: AnomalyDetector, split: data.Split, *,
+                    relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA,
+                    cache: bool | str | Path = True, progress: bool = True) -> Evaluation:
+    """The course's protocol: fit, threshold on normal validation images, predict, evaluate.
+
+    Parameters
+    ----------
+    detector : AnomalyDetector
+        Unfitted (or fitted: it is fitted again, or loaded from the cache); fitted in place.
+    split : mvtec_tutorial.data.Split
+        From :func:`mvtec_tutorial.data.load_split`.
+    relative_min_defect_area : float, default=0.001, keyword-only
+        Minimum defect area as a fraction of the image (:func:`thresholds.min_defect_area_pixels`).
+    cache : bool, str or Path, default=True, keyword-only
+        Where to look for and keep the fit (:func:`mvtec_tutorial.cache.fit`): True uses the
+        course's cache folder, False always fits.
+    progress : bool, default=True, keyword-only
+
+    Returns
+    -------
+    Evaluation
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=10, progress=False)
+    >>> split = data.load_split(root, "bottle", image_size=64, progress=False)
+    >>> evaluation = evaluate_method(models.MeanImage(), split, cache=False, progress=False)
+    >>> evaluation.maps.shape, round(evaluation.metrics["image_auroc"], 2)
+    ((20, 64, 64), 1.0)
+    """
+    fitted = fit_cache.fit(detector, split.train, directory=cache, progress=progress)
+    validation_maps, validation_scores = detector.predict(split.validation)
     min_defect_area = thresholds.min_defect_area_pixels(validation_maps.shape[1:],
                                                         relative_area=relative_min_defect_area)
     threshold = thresholds.min_defect_area_threshold(validation_maps, min_defect_area)
     start = time.perf_counter()
-    maps, scores = detector.predict(test_images)
+    maps, scores = detector.predict(split.test)
     predict_seconds = time.perf_counter() - start
-    values = metrics.evaluate(masks, maps, labels, scores, threshold=threshold, min_defect_area=min_defect_area)
-    values.update(fit_seconds=fit_seconds, predict_seconds=predict_seconds)
-    settings = f"{detector!r} {_run_key(root, image_size, quick)}"
-    return pd.DataFrame([{"category": category, "method": method, "metric": name, "value": float(value),
-                          "seconds": fit_seconds + predict_seconds, "settings": settings}
-                         for name, value in values.items()], columns=COLUMNS)
+    values = metrics.evaluate(split.masks, maps, split.labels, scores, threshold=threshold,
+                              min_defect_area=min_defect_area)
+    values.update(fit_seconds=fitted.fit_seconds, predict_seconds=predict_seconds)
+    warning = threshold_warning(values)
+    return Evaluation(metrics=values, maps=maps, scores=scores, validation_maps=validation_maps,
+                      validation_scores=validation_scores, threshold=threshold, min_defect_area=min_defect_area,
+                      detector=detector, split=split, fit=fitted, warnings=[warning] if warning else [])
 
 
-def _run_key(root: str | Path, image_size: int, quick: bool) -> str:
-    """What must match for a stored cell to count as done (besides category and method)."""
-    return f"root={Path(root).resolve()} image_size={image_size} quick={quick}"
+def threshold_warning(values: dict[str, float]) -> str | None:
+    """A sentence when the threshold missed nearly every defect the scores do rank well, else None.
+
+    Parameters
+    ----------
+    values : dict
+        At least ``defective_accuracy`` and ``image_auroc``, as :func:`metrics.evaluate` returns.
+    """
+    if (values["defective_accuracy"] < FAILED_RULE_DEFECTIVE_ACCURACY
+            and values["image_auroc"] > FAILED_RULE_IMAGE_AUROC):
+        return (f"the minimum-defect-area threshold calls {1 - values['defective_accuracy']:.0%} of the defective "
+                f"images good although the image AUROC is {values['image_auroc']:.2f}: the threshold sits above "
+                "nearly every defect; compare the other rules (benchmark.threshold_rules)")
+    return None
 
 
-def category_kind(root: str | Path, category: str) -> str:
-    """'texture' or 'object': from the paper's table, else from the synthetic set's manifest."""
-    if category in data.CATEGORIES:
-        return data.category_info(category).kind
-    from mvtec_tutorial.synthetic import SYNTHETIC_CATEGORIES
+def threshold_rules(evaluation: Evaluation, *, k: float = 3.0) -> pd.DataFrame:
+    """Accuracies of the paper's threshold rule beside two image-score rules, all from validation images.
 
-    if category in SYNTHETIC_CATEGORIES:
-        return SYNTHETIC_CATEGORIES[category]
-    raise ValueError(f"cannot tell whether {category!r} is a texture or an object; "
-                     "name it like an MVTec AD category or add it to the benchmark by hand")
+    Rows: ``minimum defect area`` (the paper's, on maps; images classified by
+    :func:`metrics.classify`), ``k sigma of scores`` (mean + k std of the validation image scores)
+    and ``largest validation score`` (no validation image flagged); the last two classify an image
+    as defective when its score exceeds the threshold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``rule``, ``threshold``, ``good_accuracy``, ``defective_accuracy``.
+    """
+    labels = evaluation.split.labels
+    paper = metrics.classify(evaluation.maps, evaluation.threshold, min_defect_area=evaluation.min_defect_area)
+    rules = [("minimum defect area (paper)", evaluation.threshold, paper)]
+    for name, value in (("k sigma of validation scores", thresholds.k_sigma_threshold(evaluation.validation_scores, k=k)),
+                        ("largest validation score", float(evaluation.validation_scores.max()))):
+        rules.append((name, value, (evaluation.scores > value).astype(np.int64)))
+    rows = []
+    for name, value, predictions in rules:
+        good, defective = metrics.classification_accuracy(labels, predictions)
+        rows.append({"rule": name, "threshold": value, "good_accuracy": good, "defective_accuracy": defective})
+    return pd.DataFrame(rows)
+
+
+def data_fingerprint(root: str | Path, category: str) -> str:
+    """SHA-256 of a category folder's file names and sizes: another copy of the same files gives the same."""
+    folder = Path(root).expanduser() / category
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist; check --root and --categories")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def cell_key(detector: AnomalyDetector, *, method: str, category: str, fingerprint: str, image_size: int,
+             seed: int, validation_fraction: float, relative_min_defect_area: float) -> str:
+    """Hex SHA-256 of everything that changes a cell's numbers.
+
+    The method's name and every parameter, the device kind, the category and its files'
+    fingerprint (:func:`data_fingerprint`), image size, seed, validation fraction, minimum defect
+    area, and the package's version and source hash.
+    """
+    params = detector.get_params(deep=False)
+    params["device"] = detector.device_.type
+    identity = dict(method=method, params=json.loads(json.dumps(params, sort_keys=True, default=repr)),
+                    category=category, data=fingerprint, image_size=image_size, seed=seed,
+                    validation_fraction=validation_fraction, relative_min_defect_area=relative_min_defect_area,
+                    version=__version__, source=source_hash())
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def run_cell(root: str | Path, category: str, method: str, *, image_size: int = 256, seed: int = 0,
+             schedule: str = "cpu", device: str | torch.device | None = None, validation_fraction: float = 0.2,
+             relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA,
+             cache: bool | str | Path = True, progress: bool = True) -> pd.DataFrame:
+    """Measure one method on one category with :func:`evaluate_method`; return its tidy rows.
+
+    Images are read before any clock starts, so the times measure the method, not PNG decoding.
+    Warnings of the evaluation (e.g. a failed threshold rule) are printed.
+    """
+    detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
+                                       device=device, validation_fraction=validation_fraction,
+                                       relative_min_defect_area=relative_min_defect_area)
+    split = data.load_split(root, category, image_size=image_size, validation_fraction=validation_fraction,
+                            seed=seed, progress=progress)
+    evaluation = evaluate_method(detector, split, relative_min_defect_area=relative_min_defect_area, cache=cache,
+                                 progress=progress)
+    for warning in evaluation.warnings:
+        tqdm.write(f"{category} / {method}: {warning}")
+    return pd.DataFrame([{**identity, "metric": name, "value": float(value), "cached": evaluation.fit.hit}
+                         for name, value in evaluation.metrics.items()], columns=COLUMNS)
+
+
+def _prepare_cell(root: str | Path, category: str, method: str, *, image_size: int, seed: int, schedule: str,
+                  device: str | torch.device | None, validation_fraction: float,
+                  relative_min_defect_area: float) -> tuple[AnomalyDetector, dict]:
+    """The cell's unfitted detector and the columns all its rows share (with its :func:`cell_key`)."""
+    detector = make_detector(method, category, seed=seed, schedule=schedule, device=device)
+    key = cell_key(detector, method=method, category=category, fingerprint=data_fingerprint(root, category),
+                   image_size=image_size, seed=seed, validation_fraction=validation_fraction,
+                   relative_min_defect_area=relative_min_defect_area)
+    return detector, _row_identity(root, category, method, seed=seed, image_size=image_size, schedule=schedule,
+                                   detector=detector, key=key)
+
+
+def _row_identity(root: str | Path, category: str, method: str, *, seed: int, image_size: int, schedule: str,
+                  detector: AnomalyDetector, key: str) -> dict:
+    """The columns every row of a cell shares; the data is named, never given as a machine path."""
+    params = detector.get_params(deep=False)
+    params.pop("device")
+    return dict(category=category, method=method, seed=seed, image_size=image_size, schedule=schedule,
+                data="synthetic" if is_synthetic(root, category) else Path(root).expanduser().resolve().name,
+                device=detector.device_.type, version=__version__,
+                created=datetime.datetime.now().isoformat(timespec="seconds"),
+                settings=json.dumps(params, sort_keys=True, default=repr), key=key)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``results.csv`` written by :func:`run` (an empty table if there is no file).
+
+    Raises
+    ------
+    ValueError
+        If the file is damaged or was not written by the benchmark; the message names it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        results = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable results file ({error}); move it away or delete it, "
+                         "then run the benchmark again") from error
+    missing = {"category", "method", "metric", "value"} - set(results.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}; it was not written by the benchmark: "
+                         "move it away or pass another --out")
+    results = results.reindex(columns=COLUMNS)  # files of older versions lack some columns
+    try:
+        return results.astype({"value": float})
+    except ValueError as error:
+        raise ValueError(f"{path} has a non-numeric value ({error}); move it away or delete it") from error
+
+
+def _write_atomically(results: pd.DataFrame, path: Path) -> None:
+    """Replace ``path`` in one step: a reader (or a kill) sees the old file or the new, never half."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    results.to_csv(partial, index=False)
+    partial.replace(path)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold ``<folder>/.results.lock`` while writing; refuse if a live process holds it."""
+    lock = folder / ".results.lock"
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = lock.read_text().strip()
+        if holder.isdigit() and _alive(int(holder)):
+            raise RuntimeError(f"another benchmark run (process {holder}) is writing to {folder}; wait for it to "
+                               "finish or pass another --out") from None
+        lock.unlink(missing_ok=True)  # left by a run that was killed
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    try:
+        os.write(handle, str(os.getpid()).encode())
+        os.close(handle)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out: str | Path, *,
-        image_size: int = 256, seed: int = 0, quick: bool = False) -> pd.DataFrame:
-    """Run a grid of cells, appending to ``<out>/results.csv``; return all rows.
+        image_size: int = 256, seed: int = 0, schedule: str = "cpu", device: str | torch.device | None = None,
+        cache: bool | str | Path = True, progress: bool = True) -> pd.DataFrame:
+    """Measure a grid of cells into ``<out>/results.csv`` and ``results.md``; return this grid's rows.
 
-    Cells already in the file with the same settings are skipped (delete rows to recompute).
-    A cell that raises is recorded as one ``error`` row (its message in ``settings``), reported,
-    and retried next time; the other cells go on.
+    A cell whose key (:func:`cell_key`) already has all its rows in the file is not measured again;
+    rows of other keys (other seeds, sizes, settings, code) stay in the file untouched. A cell that
+    raises is recorded as one ``error`` row (its message in ``settings``), reported and retried
+    next time; the other cells go on. Methods skip categories of a kind they do not apply to.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or schedule, or a damaged results file.
+    RuntimeError
+        If another run is writing to ``out``.
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_FILE
-    results = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
-    results = results[results["metric"] != "error"].astype({"value": float, "seconds": float})
-    cells = [(c, m) for c in categories for m in methods if category_kind(root, c) in METHODS[m][1]]
-    for category, method in tqdm(cells, desc="benchmark"):
-        done = results[(results["category"] == category) & (results["method"] == method)]
-        if not done.empty and done["settings"].str.endswith(_run_key(root, image_size, quick)).all():
-            continue
-        results = results.drop(done.index)
-        try:
-            rows = run_cell(root, category, method, image_size=image_size, seed=seed, quick=quick)
-        except Exception as error:  # one broken cell must not stop the grid
-            tqdm.write(f"{category} / {method} failed: {error!r}\n{traceback.format_exc(limit=3)}")
-            rows = pd.DataFrame([{"category": category, "method": method, "metric": "error", "value": np.nan,
-                                  "seconds": np.nan, "settings": repr(error)}], columns=COLUMNS)
-        results = pd.concat([results, rows], ignore_index=True)
-        results.to_csv(path, index=False)  # after every cell, so an interrupted run resumes
-    (out / "results.md").write_text(to_markdown(results, beside_paper=not any(
+    cells = [(c, m) for c in categories for m in methods if data.category_info(c).kind in METHODS[m][1]]
+    keys = []
+    with _exclusive(out):
+        results = read_results(path)
+        bar = tqdm(cells, desc="benchmark", disable=not progress)
+        for category, method in bar:
+            bar.set_description(f"benchmark: {category} / {method}")
+            detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed,
+                                               schedule=schedule, device=device, validation_fraction=0.2,
+                                               relative_min_defect_area=thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA)
+            keys.append(identity["key"])
+            stored = results[results["key"] == identity["key"]]
+            if set(METRICS) <= set(stored["metric"]):
+                continue
+            results = results.drop(stored.index)  # an error row or a cell cut short: measure it again
+            try:
+                rows = run_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
+                                device=device, cache=cache, progress=progress)
+            except Exception as error:  # one broken cell must not stop the grid
+                tqdm.write(f"{category} / {method} failed: {error!r}\n{traceback.format_exc(limit=3)}")
+                rows = pd.DataFrame([{**identity, "metric": "error", "value": np.nan, "settings": repr(error)}],
+                                    columns=COLUMNS)
+            results = pd.concat([results, rows], ignore_index=True).astype({"value": float})
+            _write_atomically(results, path)  # after every cell, so an interrupted run resumes
+    grid = results[results["key"].isin(keys)].reset_index(drop=True)
+    (out / "results.md").write_text(to_markdown(grid, beside_paper=not any(
         is_synthetic(root, category) for category in categories)))
-    return results
+    return grid
 
 
 def is_synthetic(root: str | Path, category: str) -> bool:
     """Whether ``root/category`` was drawn by :mod:`mvtec_tutorial.synthetic` (it holds the manifest)."""
-    return (Path(root) / category / synthetic.MANIFEST_NAME).is_file()
+    return (Path(root).expanduser() / category / synthetic.MANIFEST_NAME).is_file()
+
+
+def paper_table() -> pd.DataFrame:
+    """The paper's Tables 2 and 3 as tidy rows: category, method, metric, value (package data)."""
+    tables = resources.files("mvtec_tutorial") / "paper_tables"
+    frames = []
+    for name in PAPER_TABLES:
+        with (tables / name).open() as file:
+            frames.append(pd.read_csv(file, comment="#"))
+    return pd.concat([f.melt(id_vars=["category", "method"], var_name="metric") for f in frames], ignore_index=True)
 
 
 def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
@@ -165,24 +448,28 @@ def to_markdown(results: pd.DataFrame, *, beside_paper: bool = True) -> str:
     """One Markdown table per category: methods as rows, metrics as columns.
 
     With ``beside_paper`` the paper's value follows ours in brackets. Pass False for the synthetic
-    stand-in, whose categories share only their names with MVTec AD's.
+    stand-in, whose categories share only their names with MVTec AD's. Cells where the paper's
+    threshold rule failed (:func:`threshold_warning`) and failed cells are listed below the tables.
     """
     table = compare_with_paper(results)
     if not beside_paper:
         table["paper"] = np.nan
     lines = [] if beside_paper else ["Synthetic stand-in data: the paper's numbers (real MVTec AD) are not shown.", ""]
+    notes = []
     for category, rows in table.groupby("category", sort=False):
         present = [m for m in METRICS if m in set(rows["metric"])]
         lines += [f"### {category}", "", "| method | " + " | ".join(present) + " |",
                   "|---|" + "---|" * len(present)]
         for method, cells in rows.groupby("method", sort=False):
             by_metric = cells.set_index("metric")
-            lines.append(f"| {method} | " + " | ".join(
-                _cell(by_metric, metric) for metric in present) + " |")
+            lines.append(f"| {method} | " + " | ".join(_cell(by_metric, metric) for metric in present) + " |")
+            if {"defective_accuracy", "image_auroc"} <= set(by_metric.index):
+                warning = threshold_warning(by_metric["ours"].to_dict())
+                notes += [f"- {category} / {method}: {warning}"] if warning else []
         lines.append("")
     errors = results[results["metric"] == "error"]
-    lines += [f"- {r.category} / {r.method} failed: {r.settings}" for r in errors.itertuples()]
-    return "\n".join(lines) + "\n"
+    notes += [f"- {r.category} / {r.method} failed: {r.settings}" for r in errors.itertuples()]
+    return "\n".join(lines + notes) + "\n"
 
 
 def _cell(by_metric: pd.DataFrame, metric: str) -> str:
@@ -194,17 +481,40 @@ def _cell(by_metric: pd.DataFrame, metric: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="dataset root (real MVTec AD or the synthetic set)")
-    parser.add_argument("--categories", nargs="+", required=True)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"default: all ({', '.join(METHODS)})")
+    """The ``mvtec-benchmark`` command (also ``python -m mvtec_tutorial.benchmark``)."""
+    parser = argparse.ArgumentParser(prog="mvtec-benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=os.environ.get(ROOT_ENV),
+                        help=f"dataset root: real MVTec AD or the synthetic set (default: ${ROOT_ENV})")
+    parser.add_argument("--categories", nargs="+", default=["all"], metavar="CATEGORY",
+                        help="category names, or 'all' for every MVTec AD category under --root (default)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
+                        help=f"default: all ({', '.join(METHODS)})")
     parser.add_argument("--out", default="results", help="folder for results.csv and results.md")
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=256, help="side images are loaded at (px)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="shrunken training, for smoke runs only")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cpu",
+                        help="training schedule of the networks: cpu (the course's), paper (the paper's, for a "
+                             "GPU), quick (smoke test only)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    parser.add_argument("--no-cache", action="store_true", help="always fit; neither read nor write the fit cache")
     args = parser.parse_args(argv)
-    run(args.root, args.categories, args.methods, args.out, image_size=args.image_size, seed=args.seed,
-        quick=args.quick)
+    if args.root is None:
+        parser.error(f"pass --root or set {ROOT_ENV} to the folder holding the category folders")
+    root = Path(args.root).expanduser()
+    if not root.is_dir():
+        parser.error(f"--root {root} is not a folder")
+    categories = args.categories
+    if categories == ["all"]:
+        categories = [name for name in data.CATEGORIES if (root / name / "train").is_dir()]
+        if not categories:
+            parser.error(f"no MVTec AD category folder under {root}")
+    unknown = [name for name in categories if name not in data.CATEGORIES]
+    if unknown:
+        parser.error(f"unknown categories {unknown}; use MVTec AD names ({', '.join(data.CATEGORIES)}) or 'all'")
+    if args.device is not None:
+        torch.device(args.device)  # an unknown device name fails here, before any work
+    run(root, categories, args.methods, args.out, image_size=args.image_size, seed=args.seed,
+        schedule=args.schedule, device=args.device, cache=not args.no_cache)
     print((Path(args.out) / "results.md").read_text())
 
 

@@ -287,6 +287,84 @@ def stack(dataset: Dataset, *, progress: bool = True) -> tuple[torch.Tensor, np.
     return images, masks, labels, [item["defect_type"] for item in items]
 
 
+@dataclass(frozen=True)
+class Split:
+    """A category's images as the evaluation protocol uses them, all in memory.
+
+    Attributes
+    ----------
+    category : str
+    train : torch.Tensor of shape (N_train, 3, H, W), float32 in [0, 1]
+        Normal training images the method learns from.
+    validation : torch.Tensor of shape (N_validation, 3, H, W), float32 in [0, 1]
+        Normal training images held out to choose the threshold on; never trained on.
+    test : torch.Tensor of shape (N_test, 3, H, W), float32 in [0, 1]
+    masks : ndarray of shape (N_test, H, W), bool
+        Ground-truth defect pixels of the test images.
+    labels : ndarray of shape (N_test,), int64
+        1 = defective.
+    defect_types : list of str
+        Defect type of every test image (``"good"`` for normal ones).
+    test_paths : list of str
+        File of every test image.
+    """
+
+    category: str
+    train: torch.Tensor
+    validation: torch.Tensor
+    test: torch.Tensor
+    masks: np.ndarray
+    labels: np.ndarray
+    defect_types: list[str]
+    test_paths: list[str]
+
+    def __repr__(self) -> str:
+        return (f"Split({self.category!r}: train {len(self.train)}, validation {len(self.validation)}, "
+                f"test {len(self.test)} ({int(self.labels.sum())} defective), {tuple(self.test.shape[-2:])} px)")
+
+
+def load_split(root: str | Path, category: str, *, image_size: int | None = 256, validation_fraction: float = 0.2,
+               seed: int = 0, progress: bool = True) -> Split:
+    """Read a category's training, validation and test images into memory, the protocol's way.
+
+    The training images are split with :func:`train_validation_split` (seeded), the test split is
+    read whole with its masks. Every method in the course is fitted, thresholded and evaluated on
+    such a split (:func:`mvtec_tutorial.benchmark.evaluate_method`).
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root, e.g. :func:`mvtec_tutorial.settings.data_root`.
+    category : str
+    image_size : int or None, default=256
+        Side images and masks are resized to (see :class:`MVTecAD`).
+    validation_fraction : float, default=0.2
+        Share of the normal training images held out for the threshold.
+    seed : int, default=0
+        Seeds the choice of validation images.
+    progress : bool, default=True
+        Show progress bars while reading.
+
+    Returns
+    -------
+    Split
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=10, progress=False)
+    >>> load_split(root, "bottle", image_size=64, progress=False)
+    Split('bottle': train 8, validation 2, test 20 (15 defective), (64, 64) px)
+    """
+    train, validation = train_validation_split(MVTecAD(root, category, "train", image_size=image_size),
+                                               validation_fraction=validation_fraction, seed=seed)
+    test = MVTecAD(root, category, "test", image_size=image_size)
+    test_images, masks, labels, defect_types = stack(test, progress=progress)
+    return Split(category=category, train=stack(train, progress=progress)[0],
+                 validation=stack(validation, progress=progress)[0], test=test_images, masks=masks,
+                 labels=labels, defect_types=defect_types, test_paths=[str(path) for path, _, _ in test.samples])
+
+
 def as_images(images: Any, *, progress: bool = False) -> torch.Tensor:
     """Convert a dataset, tensor or array of images to a float32 tensor (N, 3, H, W) in [0, 1].
 

@@ -1,9 +1,9 @@
-import shutil
+import os
 
 import pandas as pd
 import pytest
 
-from mvtec_tutorial import benchmark, data
+from mvtec_tutorial import benchmark, data, metrics, models, thresholds
 
 
 def test_paper_tables_align_with_category_and_method_names():
@@ -24,7 +24,8 @@ def test_paper_tables_align_with_category_and_method_names():
 
 
 def test_grid_runs_end_to_end_and_resumes_without_recomputing(synthetic_root, tmp_path, monkeypatch):
-    results = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32)
+    results = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32,
+                            cache=False, progress=False)
     assert set(results["category"]) == {"bottle", "carpet"}
     assert set(benchmark.METRICS) <= set(results["metric"])
     scores = results[~results["metric"].str.endswith("seconds")]
@@ -35,38 +36,47 @@ def test_grid_runs_end_to_end_and_resumes_without_recomputing(synthetic_root, tm
 
     calls = []
     monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: calls.append(args))
-    again = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32)
+    again = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32,
+                          cache=False, progress=False)
     assert calls == []
     pd.testing.assert_frame_equal(again.reset_index(drop=True), pd.read_csv(tmp_path / "results.csv"))
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(synthetic_root, tmp_path, monkeypatch):
-    def broken(kind, seed, quick):
-        raise RuntimeError("out of memory")
+    def broken(kind, seed, schedule):
+        return BrokenDetector()
 
     monkeypatch.setitem(benchmark.METHODS, "broken", (broken, ("texture", "object")))
-    results = benchmark.run(synthetic_root, ["bottle"], ["broken", "mean_image"], tmp_path, image_size=32)
+    results = benchmark.run(synthetic_root, ["bottle"], ["broken", "mean_image"], tmp_path, image_size=32,
+                            cache=False, progress=False)
     error = results[results["metric"] == "error"]
     assert list(error["method"]) == ["broken"] and "out of memory" in error["settings"].iloc[0]
     assert (results[results["method"] == "mean_image"]["metric"] == "image_auroc").any()
     assert "bottle / broken failed" in (tmp_path / "results.md").read_text()
 
 
+class BrokenDetector(models.MeanImage):
+    def _fit(self, images):
+        raise RuntimeError("out of memory")
+
+
 def test_methods_only_run_on_the_kinds_they_apply_to(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setitem(benchmark.METHODS, "objects_only", (benchmark.METHODS["mean_image"][0], ("object",)))
-    results = benchmark.run(synthetic_root, ["bottle", "wood"], ["objects_only"], tmp_path, image_size=32)
+    results = benchmark.run(synthetic_root, ["bottle", "wood"], ["objects_only"], tmp_path, image_size=32,
+                            cache=False, progress=False)
     assert set(results["category"]) == {"bottle"}
 
 
 def test_compare_with_paper_gives_the_difference():
-    ours = pd.DataFrame([{"category": "bottle", "method": "ae_ssim", "metric": "pixel_auroc", "value": 0.95,
-                          "seconds": 1.0, "settings": ""}], columns=benchmark.COLUMNS)
+    ours = pd.DataFrame([{"category": "bottle", "method": "ae_ssim", "metric": "pixel_auroc", "value": 0.95}],
+                        columns=benchmark.COLUMNS)
     row = benchmark.compare_with_paper(ours).iloc[0]
     assert row["paper"] == 0.93 and row["difference"] == pytest.approx(0.02)
 
 
 def test_markdown_shows_the_paper_beside_real_data_only(synthetic_root, tmp_path):
-    results = benchmark.run(synthetic_root, ["bottle"], ["variation_model"], tmp_path, image_size=32)
+    results = benchmark.run(synthetic_root, ["bottle"], ["variation_model"], tmp_path, image_size=32,
+                            cache=False, progress=False)
     assert benchmark.is_synthetic(synthetic_root, "bottle")
     synthetic_markdown = (tmp_path / "results.md").read_text()
     assert synthetic_markdown.startswith("Synthetic stand-in data") and "(0." not in synthetic_markdown
@@ -79,10 +89,87 @@ def test_unknown_method_lists_the_known_ones(synthetic_root, tmp_path):
         benchmark.run(synthetic_root, ["bottle"], ["padimm"], tmp_path)
 
 
-def test_results_have_float_columns_and_another_root_is_not_taken_as_done(synthetic_root, tmp_path):
-    first = benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path / "out", image_size=32)
-    assert first["value"].dtype == float and first["seconds"].dtype == float
-    other_root = tmp_path / "copy"
-    shutil.copytree(synthetic_root / "bottle", other_root / "bottle")
-    again = benchmark.run(other_root, ["bottle"], ["mean_image"], tmp_path / "out", image_size=32)
-    assert again["settings"].str.contains(str(other_root.resolve())).all()
+def test_results_have_float_values_and_name_the_data_without_a_machine_path(synthetic_root, tmp_path):
+    first = benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path / "out", image_size=32,
+                          cache=False, progress=False)
+    assert first["value"].dtype == float
+    assert set(first["data"]) == {"synthetic"}
+    assert not first.astype(str).apply(lambda column: column.str.contains(str(tmp_path))).any().any()
+
+
+def test_other_seeds_sizes_and_settings_keep_their_rows(synthetic_root, tmp_path, monkeypatch):
+    run = lambda **kwargs: benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, cache=False,
+                                         progress=False, **kwargs)
+    seed0 = run(image_size=32)
+    seed1 = run(image_size=32, seed=1)
+    size48 = run(image_size=48)
+    monkeypatch.setitem(benchmark.METHODS, "mean_image",
+                        (lambda kind, seed, schedule: models.MeanImage(std_floor=0.1, seed=seed), ("object",)))
+    floor = run(image_size=32)
+    keys = [frame["key"].iloc[0] for frame in (seed0, seed1, size48, floor)]
+    assert len(set(keys)) == 4  # the seed, the size and a setting each make another cell
+    stored = benchmark.read_results(tmp_path / "results.csv")
+    assert set(stored["key"]) == set(keys) and len(stored) == 4 * len(benchmark.METRICS)
+    assert seed0["value"].tolist() != seed1["value"].tolist()
+
+
+def test_a_cell_cut_short_is_measured_again(synthetic_root, tmp_path):
+    first = benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, cache=False,
+                          progress=False)
+    first[first["metric"] != "au_pro"].to_csv(tmp_path / "results.csv", index=False)  # killed mid-cell
+    again = benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, cache=False,
+                          progress=False)
+    assert set(benchmark.METRICS) <= set(again["metric"]) and len(again) == len(benchmark.METRICS)
+
+
+def test_a_damaged_results_file_is_named(synthetic_root, tmp_path):
+    (tmp_path / "results.csv").write_text("this is not\x00 a, results file\n1,2\n")
+    with pytest.raises(ValueError, match="results.csv .*move it away"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+
+
+def test_a_second_writer_is_refused_while_the_first_is_alive(synthetic_root, tmp_path):
+    (tmp_path / ".results.lock").write_text(str(os.getpid()))  # this process holds it
+    with pytest.raises(RuntimeError, match="another benchmark run .* is writing"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    (tmp_path / ".results.lock").write_text("999999999")  # a run that was killed
+    benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, cache=False, progress=False)
+    assert not (tmp_path / ".results.lock").exists()
+
+
+def test_evaluate_method_is_the_protocol_written_out(synthetic_root):
+    split = data.load_split(synthetic_root, "bottle", image_size=32, progress=False)
+    evaluation = benchmark.evaluate_method(models.MeanImage(), split, cache=False, progress=False)
+    detector = models.MeanImage().fit(split.train, progress=False)
+    validation_maps = detector.predict(split.validation)[0]
+    area = thresholds.min_defect_area_pixels((32, 32))
+    threshold = thresholds.min_defect_area_threshold(validation_maps, area)
+    maps, scores = detector.predict(split.test)
+    expected = metrics.evaluate(split.masks, maps, split.labels, scores, threshold=threshold, min_defect_area=area)
+    assert evaluation.threshold == threshold and evaluation.min_defect_area == area
+    assert {name: evaluation.metrics[name] for name in expected} == expected
+    rules = benchmark.threshold_rules(evaluation).set_index("rule")
+    assert rules.loc["minimum defect area (paper)", "good_accuracy"] == expected["good_accuracy"]
+    assert rules.loc["largest validation score", "threshold"] == evaluation.validation_scores.max()
+
+
+def test_a_threshold_that_misses_every_defect_is_flagged():
+    assert benchmark.threshold_warning({"defective_accuracy": 0.07, "image_auroc": 0.82}).startswith(
+        "the minimum-defect-area threshold calls 93% of the defective images good")
+    assert benchmark.threshold_warning({"defective_accuracy": 0.5, "image_auroc": 0.82}) is None
+    assert benchmark.threshold_warning({"defective_accuracy": 0.1, "image_auroc": 0.6}) is None
+
+
+def test_command_line_checks_its_arguments(synthetic_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MVTEC_ROOT", raising=False)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--categories", "bottle"])
+    assert "pass --root or set MVTEC_ROOT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark.main(["--root", str(synthetic_root), "--methods", "padimm"])
+    assert "invalid choice: 'padimm'" in capsys.readouterr().err
+    monkeypatch.setenv("MVTEC_ROOT", str(synthetic_root))
+    benchmark.main(["--categories", "all", "--methods", "mean_image", "--image-size", "32", "--schedule", "quick",
+                    "--device", "cpu", "--no-cache", "--out", str(tmp_path)])
+    results = benchmark.read_results(tmp_path / "results.csv")
+    assert set(results["category"]) == {"bottle", "carpet", "pill", "wood"} and set(results["device"]) == {"cpu"}

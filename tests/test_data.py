@@ -209,3 +209,18 @@ def test_download_resumes_a_partial_file(synthetic_root, tmp_path, monkeypatch):
                   sha256=data.sha256_of(archive))
     assert requested["range"] == "bytes=1000-"
     assert (out / "bottle" / "train" / "good").is_dir()
+
+
+def test_load_split_holds_the_protocol_images(synthetic_root):
+    split = data.load_split(synthetic_root, "bottle", image_size=32, validation_fraction=0.25, seed=1, progress=False)
+    train, validation = data.train_validation_split(data.MVTecAD(synthetic_root, "bottle", "train", image_size=32),
+                                                    validation_fraction=0.25, seed=1)
+    torch.testing.assert_close(split.train, data.stack(train, progress=False)[0])
+    torch.testing.assert_close(split.validation, data.stack(validation, progress=False)[0])
+    test_images, masks, labels, defect_types = data.stack(data.MVTecAD(synthetic_root, "bottle", "test", image_size=32),
+                                                          progress=False)
+    torch.testing.assert_close(split.test, test_images)
+    np.testing.assert_array_equal(split.masks, masks)
+    np.testing.assert_array_equal(split.labels, labels)
+    assert split.defect_types == defect_types and len(split.test_paths) == len(labels)
+    assert "train 6, validation 2" in repr(split)

@@ -231,7 +231,7 @@ def test_recommended_settings_follow_the_paper_per_kind():
     texture, obj = autoencoder.recommended_settings("texture"), autoencoder.recommended_settings("object")
     assert (texture["patch_size"], texture["stride"]) == (128, 30) and "resolution" not in texture
     assert obj["resolution"] == 128 and "patch_size" not in obj
-    assert obj["n_patches"] * obj["epochs"] == 60_000
-    assert autoencoder.recommended_settings("object", quick=True)["epochs"] == 1
+    assert obj["n_patches"] * obj["epochs"] == 30_000
+    assert autoencoder.recommended_settings("object", schedule="quick")["epochs"] == 1
     with pytest.raises(ValueError, match="unknown kind 'textile'"):
         autoencoder.recommended_settings("textile")
