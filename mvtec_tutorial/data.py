@@ -128,7 +128,7 @@ def read_image(path: str | Path) -> Image.Image:
     """
     image = _open(path)
     if _is_16_bit(image):
-        image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
     return image.convert("RGB")
 
 
