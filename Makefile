@@ -1,8 +1,12 @@
 # Two commands: `make course` runs the whole course, `make test` runs every test.
+# `make clean` removes build outputs; `make distclean` also removes the .venv (downloaded data stays).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# The oldest Python the package runs on (requires-python in pyproject.toml): 3.11.4 brought
+# tarfile's filter="data", which `make data` extracts with.
+PYTHON_OK := import sys; sys.exit(sys.version_info < (3, 11, 4))
 # Where `make course` builds the synthetic stand-in dataset when MVTEC_ROOT is not set.
 export MVTEC_TUTORIAL_SYNTHETIC_ROOT ?= $(CURDIR)/build/synthetic
 # `make data` downloads real MVTec AD here (set CATEGORIES="bottle wood" for a subset,
@@ -12,11 +16,19 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course test lab data clean clean-cache
+.PHONY: install course test lab data clean clean-cache distclean
 
-$(INSTALLED): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[course,test,offline]"
+# A .venv whose Python is missing, broken or too old is rebuilt, not kept: its stamp counts as stale.
+ifneq ($(shell $(PY) -c "$(PYTHON_OK)" 2>/dev/null && echo ok),ok)
+.PHONY: $(INSTALLED)
+endif
+
+# constraints.txt pins every package to the version the tests last passed with.
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PY) -c "$(PYTHON_OK)" 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@$(PY) -c "$(PYTHON_OK)" || { echo "$(PYTHON) is $$($(PY) --version); the course needs Python 3.11.4 or" \
+		"later: run make PYTHON=python3.12 (or another new enough Python)"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[course,test,offline]"
 	touch $@
 
 install: $(INSTALLED)
@@ -37,9 +49,14 @@ TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROO
 	MVTEC_TUTORIAL_CACHE=$(CURDIR)/build/test-cache \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
+# Modules whose docstring examples run as tests (conftest.py gives them `tmp_path`).
+DOCTESTED := $(addprefix mvtec_tutorial/,data.py synthetic.py metrics.py thresholds.py training.py \
+	backbones.py ssim.py viz.py)
+
 test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -c "from mvtec_tutorial import settings; settings.data_root()"  # build once, before the workers
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests --nbmake $(NOTEBOOKS) --nbmake-timeout=900 -q --durations=15
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests --doctest-modules $(DOCTESTED) \
+		--nbmake $(NOTEBOOKS) --nbmake-timeout=900 -q --durations=15
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab notebooks/
@@ -57,3 +74,6 @@ clean:
 # or $$MVTEC_TUTORIAL_CACHE); the next `make course` trains everything again.
 clean-cache: $(INSTALLED)
 	$(PY) -c "from mvtec_tutorial import cache; print(cache.clear(), 'cached fits removed from', cache.cache_dir())"
+
+distclean: clean
+	rm -rf $(VENV)

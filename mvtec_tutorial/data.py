@@ -8,12 +8,16 @@ The official layout, which any category folder of your own may follow too::
     <root>/<category>/ground_truth/<defect_type>/000_mask.png
 
 Masks are matched to images by file name, never by sort position, and a test image
-without its mask (or a mask without its image) is an error that names the file.
+without its mask (or a mask without its image) is an error that names the file. File
+extensions may be in any case (``000.PNG``). A mask pixel is defective when its colour is not
+black, so 0/255, 0/1, coloured and palette masks all work; a mask must have its image's size.
 """
 from __future__ import annotations
 
 import hashlib
+import sys
 import tarfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 
 GOOD = "good"
 SPLITS = ("train", "test")
+#: File name endings, compared without regard to case.
 IMAGE_SUFFIX = ".png"
 MASK_SUFFIX = "_mask.png"
 
@@ -94,21 +99,59 @@ def category_info(name: str) -> CategoryInfo:
     return _TABLE_1[name]
 
 
-def read_image(path: str | Path, *, mode: str = "RGB", size: int | None = None) -> Image.Image:
-    """Open an image file, convert it to ``mode`` and optionally resize it to ``size`` x ``size``.
-
-    RGB images are resized bilinearly (with antialiasing); masks (``mode="L"``) with nearest
-    neighbour so they stay binary. Raises :class:`OSError` naming the file if it cannot be read.
-    """
+def _open(path: str | Path) -> Image.Image:
+    """Read an image file completely, or raise :class:`OSError` naming it."""
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)
+            image.load()
+            return image
     except (UnidentifiedImageError, OSError) as error:
         raise OSError(f"cannot read image {path}: {error}. Replace or delete this file.") from error
-    if size is not None and image.size != (size, size):
-        resample = Image.NEAREST if mode == "L" else Image.BILINEAR
-        image = image.resize((size, size), resample)
-    return image
+
+
+def _is_16_bit(image: Image.Image) -> bool:
+    # Pillow opens 16-bit grayscale PNGs as "I;16" (older versions as "I"); convert("RGB") would
+    # clip every value above 255 and give an all-white image.
+    return image.mode.startswith("I")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open an image file as 8-bit RGB at its file size.
+
+    Grayscale, palette and alpha images are converted (alpha is dropped); 16-bit images keep
+    their high byte, as Pillow itself reads 16-bit RGB PNGs, so 65535 becomes 255.
+
+    Raises
+    ------
+    OSError
+        Naming the file, if it cannot be read.
+    """
+    image = _open(path)
+    if _is_16_bit(image):
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Open a mask file as a bool array (H, W) at its file size: True where the colour is not black.
+
+    Any non-zero value in any colour channel counts as defective (alpha is ignored), so
+    0/255 and 0/1 grayscale masks, coloured masks and palette masks all work.
+
+    Raises
+    ------
+    OSError
+        Naming the file, if it cannot be read.
+    """
+    image = _open(path)
+    if not (_is_16_bit(image) or image.mode in ("1", "L")):
+        image = image.convert("RGB")  # palette indices become colours; alpha is dropped
+    values = np.asarray(image)
+    return values != 0 if values.ndim == 2 else values.any(axis=-1)
+
+
+def _resize(image: Image.Image, size: int | None, resample: int) -> Image.Image:
+    return image if size is None or image.size == (size, size) else image.resize((size, size), resample)
 
 
 class MVTecAD(Dataset):
@@ -123,8 +166,9 @@ class MVTecAD(Dataset):
     split : {"train", "test"}
     image_size : int or None, default=256
         Images and masks are resized to ``image_size`` x ``image_size``; None keeps the file size.
-    defect_types : sequence of str, optional
-        Keep only these test folders (``"good"`` included); default all.
+    defect_types : str or sequence of str, optional
+        Keep only these test folders (``"good"`` included); a single name may be given as a
+        string (``defect_types="good"``); default all.
     transform : callable, optional
         Called as ``transform(image, mask)`` and returning both, e.g. a torchvision
         ``transforms.v2`` pipeline (the mask arrives as a ``tv_tensors.Mask``).
@@ -138,12 +182,15 @@ class MVTecAD(Dataset):
     FileNotFoundError
         If ``root`` or the split folder is missing, or a test image has no mask.
     ValueError
-        If ``category`` or ``split`` is unknown, or a mask has no image.
+        If ``category`` or ``split`` is unknown, a mask has no image, or two files differ only
+        in the case of their extension. When an item is read: if its mask's size differs from
+        its image's, or the mask of a defective image is empty (before or after resizing).
 
     Examples
     --------
     >>> from mvtec_tutorial import synthetic
-    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=4, progress=False)
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=4,
+    ...                               progress=False)  # tmp_path: any empty folder
     >>> dataset = MVTecAD(root, "bottle", "test", image_size=64)
     >>> item = dataset[0]; item["image"].shape, item["mask"].shape
     (torch.Size([3, 64, 64]), torch.Size([64, 64]))
@@ -171,6 +218,8 @@ class MVTecAD(Dataset):
         if not split_dir.is_dir():
             raise FileNotFoundError(f"{split_dir} is missing; expected the MVTec AD layout (see mvtec_tutorial.data)")
         available = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        if isinstance(defect_types, str):
+            defect_types = [defect_types]  # one name, not a sequence of letters
         if defect_types is not None:
             unknown = sorted(set(defect_types) - set(available))
             if unknown:
@@ -178,7 +227,7 @@ class MVTecAD(Dataset):
             available = [name for name in available if name in defect_types]
         self.samples: list[tuple[Path, Path | None, str]] = []
         for defect_type in available:
-            images = sorted((split_dir / defect_type).glob("*" + IMAGE_SUFFIX))
+            images = sorted(_files_ending(split_dir / defect_type, IMAGE_SUFFIX).values())
             masks = _match_masks(self.root / category / "ground_truth" / defect_type, images, defect_type)
             self.samples += [(image, mask, defect_type) for image, mask in zip(images, masks)]
         if not self.samples:
@@ -199,14 +248,11 @@ class MVTecAD(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path, defect_type = self.samples[index]
-        image = read_image(image_path, size=self.image_size)
+        image = read_image(image_path)
+        mask = None if mask_path is None else _checked_mask(mask_path, image_path, image.size, self.image_size)
+        image = _resize(image, self.image_size, Image.BILINEAR)
         image = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        if mask_path is None:
-            mask = torch.zeros(image.shape[1:], dtype=torch.bool)
-        else:
-            mask = torch.from_numpy(np.asarray(read_image(mask_path, mode="L", size=self.image_size)) > 127)
-            if mask.shape != image.shape[1:]:
-                raise ValueError(f"mask {mask_path} is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
+        mask = torch.zeros(image.shape[1:], dtype=torch.bool) if mask is None else torch.from_numpy(mask)
         if self.transform is not None:
             from torchvision import tv_tensors
 
@@ -234,11 +280,43 @@ def _check_category_folder(root: Path, category: str) -> None:
         )
 
 
+def _checked_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int], size: int | None) -> np.ndarray:
+    """Read a defective image's mask, check it against its image and resize it with nearest neighbour."""
+    mask = read_mask(mask_path)
+    width, height = image_size
+    if mask.shape != (height, width):  # checked at file size: resizing would hide the mismatch
+        raise ValueError(f"mask {mask_path} is {mask.shape[1]} x {mask.shape[0]} px but its image {image_path} "
+                         f"is {width} x {height} px; a mask must have its image's size: fix or replace it")
+    if not mask.any():
+        raise ValueError(f"mask {mask_path} is empty (all black) but its image {image_path} is in a defect "
+                         "folder; MVTec AD masks of defective images are never empty: fix the mask, or move "
+                         f"the image to test/{GOOD} and delete the mask")
+    resized = np.asarray(_resize(Image.fromarray(mask), size, Image.NEAREST))
+    if not resized.any():
+        raise ValueError(f"mask {mask_path} has {int(mask.sum())} defect pixels at {width} x {height} px but none "
+                         f"at image_size={size} (nearest-neighbour resizing missed the defect); use a larger "
+                         "image_size")
+    return resized.astype(bool)
+
+
+def _files_ending(folder: Path, suffix: str) -> dict[str, Path]:
+    """Files in ``folder`` whose name ends in ``suffix`` in any case, keyed by the name without it."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.lower().endswith(suffix):
+            key = path.name[: -len(suffix)]
+            if key in files:
+                raise ValueError(f"{files[key]} and {path} differ only in the case of their extension; "
+                                 "delete one of them")
+            files[key] = path
+    return files
+
+
 def _match_masks(mask_dir: Path, images: list[Path], defect_type: str) -> list[Path | None]:
     """Pair each image with ``<mask_dir>/<stem>_mask.png`` by name; good images have none."""
     if defect_type == GOOD:
         return [None] * len(images)
-    masks = {p.name[: -len(MASK_SUFFIX)]: p for p in mask_dir.glob("*" + MASK_SUFFIX)}
+    masks = _files_ending(mask_dir, MASK_SUFFIX)
     stems = {p.stem for p in images}
     missing = [str(p) for p in images if p.stem not in masks]
     if missing:
@@ -277,10 +355,22 @@ def stack(dataset: Dataset, *, progress: bool = True) -> tuple[torch.Tensor, np.
     masks : ndarray of shape (N, H, W), bool
     labels : ndarray of shape (N,), int64, 1 = defective
     defect_types : list of str, length N
+
+    Raises
+    ------
+    ValueError
+        If the dataset is empty, or its images differ in size (the message names the first
+        image of another size than the first one).
     """
     items = [dataset[i] for i in tqdm(range(len(dataset)), desc="loading images", disable=not progress, leave=False)]
     if not items:
         raise ValueError("the dataset is empty")
+    shapes = [tuple(item["image"].shape) for item in items]
+    odd = next((index for index, shape in enumerate(shapes) if shape != shapes[0]), None)
+    if odd is not None:
+        first, other = (items[index].get("path", f"item {index}") for index in (0, odd))
+        raise ValueError(f"images differ in size: {other} is {shapes[odd]} but {first} is {shapes[0]}; "
+                         "pass image_size to MVTecAD (e.g. image_size=256) to resize every image to one size")
     images = torch.stack([item["image"] for item in items])
     masks = torch.stack([item["mask"] for item in items]).numpy().astype(bool)
     labels = np.array([item["label"] for item in items], dtype=np.int64)
@@ -421,8 +511,8 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
     ----------
     root : str or Path
         Destination; categories end up in ``<root>/<category>``.
-    categories : sequence of str, optional
-        Extract only these; default all 15.
+    categories : str or sequence of str, optional
+        Extract only these (one name may be a string); default all 15.
     archive : str or Path, optional
         A ``mvtec_anomaly_detection.tar.xz`` you downloaded by hand; nothing is fetched.
     url, sha256 : str
@@ -441,8 +531,17 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
     OSError
         If the download fails; the message says how to download by hand. A partial
         download is kept and resumed on the next call.
+    RuntimeError
+        Before anything is fetched, if this Python lacks ``tarfile``'s extraction filters
+        (Python 3.11.4 or later has them), which keep the archive from writing outside ``root``.
     """
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError(f"download needs Python 3.11.4 or later to extract the archive safely "
+                           f"(tarfile's filter='data'); this is Python {sys.version.split()[0]}. "
+                           "Install a newer Python, then rebuild the environment: make distclean install")
     root = Path(root).expanduser()
+    if isinstance(categories, str):
+        categories = [categories]  # one name, not a sequence of letters
     categories = list(CATEGORIES if categories is None else categories)
     for name in categories:
         category_info(name)
@@ -479,11 +578,15 @@ def _fetch(url: str, destination: Path) -> None:
                     file.write(block)
                     bar.update(len(block))
     except OSError as error:
-        raise OSError(
-            f"downloading {url} failed ({error}). The partial file {partial} is kept and the next call "
-            f"resumes it. To download by hand, get mvtec_anomaly_detection.tar.xz from {MVTEC_HOMEPAGE} "
-            "and call download(root, archive='path/to/mvtec_anomaly_detection.tar.xz')."
-        ) from error
+        # 416 Range Not Satisfiable: the .part already holds every byte (the previous call was cut
+        # after the last block). Take it as complete; download() then checks its SHA-256.
+        complete = start and isinstance(error, urllib.error.HTTPError) and error.code == 416
+        if not complete:
+            raise OSError(
+                f"downloading {url} failed ({error}). The partial file {partial} is kept and the next call "
+                f"resumes it. To download by hand, get mvtec_anomaly_detection.tar.xz from {MVTEC_HOMEPAGE} "
+                "and call download(root, archive='path/to/mvtec_anomaly_detection.tar.xz')."
+            ) from error
     partial.replace(destination)
 
 

@@ -13,6 +13,10 @@ Only numpy and scipy are used, so every number can be traced by reading this fil
 """
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 import numpy as np
 from scipy import ndimage, stats
 
@@ -35,7 +39,10 @@ def check_maps(maps: np.ndarray, *, name: str = "maps") -> np.ndarray:
     ValueError
         Naming ``name``, if the shape, dtype or values are wrong.
     """
-    maps = np.asarray(maps)
+    try:
+        maps = np.asarray(maps)
+    except ValueError as error:  # e.g. a list of maps of different sizes
+        raise ValueError(f"{name} must be one array of shape (N, H, W): {error}") from error
     if maps.ndim != 3 or maps.size == 0:
         raise ValueError(f"{name} must have shape (N, H, W) with N, H, W > 0, got shape {maps.shape}; "
                          "stack single maps with np.stack")
@@ -44,6 +51,64 @@ def check_maps(maps: np.ndarray, *, name: str = "maps") -> np.ndarray:
     if not np.isfinite(maps).all():
         raise ValueError(f"{name} contains NaN or infinite values; fix the method that produced them")
     return maps
+
+
+def check_scalar(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False,
+                 hint: str = "") -> Any:
+    """Return ``value`` after checking it is one real number (or integer) in a range.
+
+    Parameters
+    ----------
+    value : object
+        The number to check; Python and numpy numbers pass, strings, bools, arrays and NaN do not.
+    name : str
+        Argument name used in the error message.
+    low, high : float, optional
+        Bounds of the valid range; None means unbounded.
+    low_open, high_open : bool, default=False
+        Exclude the bound itself, e.g. ``low=0, low_open=True`` for "> 0".
+    integer : bool, default=False
+        Require an integer (Python or numpy).
+    hint : str, default=""
+        Appended to the message, e.g. the usual value.
+
+    Returns
+    -------
+    The unchanged ``value``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a number of the required kind.
+    ValueError
+        If it is NaN or outside the range; the message names ``name`` and the range.
+
+    Examples
+    --------
+    >>> check_scalar(0.3, "fpr_limit", low=0, high=1, low_open=True)
+    0.3
+    >>> check_scalar("0.3", "fpr_limit", low=0, high=1, low_open=True)
+    Traceback (most recent call last):
+    TypeError: fpr_limit must be a real number in (0, 1], got '0.3' (str)
+    """
+    expected = "an integer" if integer else "a real number"
+    if low is not None and high is not None:
+        expected += f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        expected += f" {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        expected += f" {'<' if high_open else '<='} {high}"
+    hint = f"; {hint}" if hint else ""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
+    if math.isnan(value):
+        raise ValueError(f"{name} is NaN; it must be {expected}{hint}")
+    if ((low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))):
+        raise ValueError(f"{name} must be {expected}, got {value!r}{hint}")
+    return value
 
 
 def _check_masks(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +171,9 @@ def label_regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
     >>> label_regions(masks)[1]  # a diagonal pair counts once, two apart pixels twice
     3
     """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got shape {masks.shape}; for one mask pass masks[None]")
     labelled, n_regions = ndimage.label(masks, structure=_IN_PLANE_8_CONNECTIVITY)
     return labelled.astype(np.int32, copy=False), int(n_regions)
 
@@ -123,8 +191,13 @@ def binarize(maps: np.ndarray, threshold: float) -> np.ndarray:
     Returns
     -------
     ndarray of shape (N, H, W), bool
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``threshold`` is not a real number or is NaN (every pixel would be called good).
     """
-    return np.asarray(maps) > threshold
+    return np.asarray(maps) > check_scalar(threshold, "threshold")
 
 
 def largest_component_areas(maps: np.ndarray, threshold: float) -> np.ndarray:
@@ -162,11 +235,18 @@ def classify(maps: np.ndarray, threshold: float, *, min_defect_area: int = 1) ->
     ndarray of shape (N,), bool
         True = predicted defective.
 
+    Raises
+    ------
+    TypeError, ValueError
+        If ``threshold`` is NaN or not a number, or ``min_defect_area`` is not an integer >= 1.
+
     Notes
     -----
     With the threshold from the minimum-defect-area rule and the same ``min_defect_area``,
     every normal validation image is classified good by construction, as in the paper.
     """
+    check_scalar(min_defect_area, "min_defect_area", low=1, integer=True,
+                 hint="1 calls an image defective when any pixel is above the threshold")
     return largest_component_areas(maps, threshold) >= min_defect_area
 
 
@@ -364,8 +444,7 @@ def au_pro(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = DEFAULT_FP
     >>> au_pro(masks, np.array([[[0.9, 0.5, 0.7, 0.1]]]), fpr_limit=1.0)
     0.75
     """
-    if not 0.0 < fpr_limit <= 1.0:
-        raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit}; MVTec's standard is 0.3")
+    check_scalar(fpr_limit, "fpr_limit", low=0, high=1, low_open=True, hint="MVTec's standard is 0.3")
     fprs, pros = pro_curve(masks, maps)
     return float(_trapezoid_area(fprs, pros, fpr_limit) / fpr_limit)
 
@@ -455,14 +534,28 @@ def evaluate(masks: np.ndarray, maps: np.ndarray, labels: np.ndarray, scores: np
     Raises
     ------
     ValueError
-        If an image labelled good has defective pixels in its mask, or any input is invalid.
+        If an image labelled good has defective pixels in its mask, an image labelled
+        defective has an empty mask, or any input is invalid.
+    TypeError
+        If ``threshold``, ``min_defect_area`` or ``fpr_limit`` is not a number.
     """
     masks, maps = _check_masks(masks, maps)
     is_defective, _ = _check_labels(labels, scores, "scores")
-    contradicting = np.flatnonzero(masks.any(axis=(1, 2)) & ~is_defective)
+    if len(is_defective) != len(masks):
+        raise ValueError(f"got {len(is_defective)} labels but {len(masks)} masks; pass one label per image")
+    has_defect = masks.any(axis=(1, 2))
+    contradicting = np.flatnonzero(has_defect & ~is_defective)
     if contradicting.size:
         raise ValueError(f"images {contradicting.tolist()} have defective pixels in their masks but are "
                          "labelled good (0); labels and masks must describe the same images in the same order")
+    unmarked = np.flatnonzero(is_defective & ~has_defect)
+    if unmarked.size:
+        raise ValueError(f"images {unmarked.tolist()} are labelled defective (1) but their masks are empty; "
+                         "MVTec AD masks every defect, so labels and masks must describe the same images in "
+                         "the same order (masks shrunk too far can lose small defects: use a larger image size)")
+    if threshold is not None:
+        check_scalar(threshold, "threshold")
+        check_scalar(min_defect_area, "min_defect_area", low=1, integer=True)
     result = {
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, maps),

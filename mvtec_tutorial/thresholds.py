@@ -43,13 +43,12 @@ def min_defect_area_pixels(image_shape: tuple[int, int], *,
     >>> min_defect_area_pixels((256, 256))
     66
     """
-    height, width = image_shape
-    if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))
-            and height > 0 and width > 0):
+    if not (np.shape(image_shape) == (2,)
+            and all(isinstance(side, (int, np.integer)) and side > 0 for side in image_shape)):
         raise ValueError(f"image_shape must be two positive integers (H, W), got {image_shape}")
-    if not 0.0 < relative_area <= 1.0:
-        raise ValueError(f"relative_area must lie in (0, 1], got {relative_area}; "
-                         f"the default is {DEFAULT_RELATIVE_MIN_DEFECT_AREA}")
+    height, width = image_shape
+    metrics.check_scalar(relative_area, "relative_area", low=0, high=1, low_open=True,
+                         hint=f"the default is {DEFAULT_RELATIVE_MIN_DEFECT_AREA}")
     return max(1, math.ceil(relative_area * height * width))
 
 
@@ -98,9 +97,8 @@ def min_defect_area_threshold(validation_maps: np.ndarray, min_defect_area: int)
     """
     maps = metrics.check_maps(validation_maps, name="validation_maps")
     n_pixels = maps.shape[1] * maps.shape[2]
-    if not (isinstance(min_defect_area, (int, np.integer)) and 1 <= min_defect_area <= n_pixels):
-        raise ValueError(f"min_defect_area must be an integer in [1, {n_pixels}] (pixels of one map), "
-                         f"got {min_defect_area!r}; use min_defect_area_pixels to convert a fraction")
+    metrics.check_scalar(min_defect_area, "min_defect_area", low=1, high=n_pixels, integer=True,
+                         hint="the pixels of one map; use min_defect_area_pixels to convert a fraction")
     values = np.unique(maps)
     low, high = 0, len(values) - 1  # values[high] is feasible; find the first feasible index
     while low < high:
@@ -142,8 +140,7 @@ def quantile_threshold(validation_maps: np.ndarray, *, q: float = 0.999) -> floa
     49.5
     """
     maps = metrics.check_maps(validation_maps, name="validation_maps")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must lie in [0, 1], got {q}; for a percentile p pass q = p / 100")
+    metrics.check_scalar(q, "q", low=0, high=1, hint="for a percentile p pass q = p / 100")
     return float(np.quantile(maps, q))
 
 
@@ -155,7 +152,7 @@ def k_sigma_threshold(values: np.ndarray, *, k: float = 3.0) -> float:
     values : ndarray of any shape, real
         Image scores ``(N,)`` of defect-free validation images (recommended), or their maps
         ``(N, H, W)``; all entries are pooled.
-    k : float, keyword-only
+    k : float >= 0, keyword-only
         Number of standard deviations above the mean.
 
     Returns
@@ -176,6 +173,8 @@ def k_sigma_threshold(values: np.ndarray, *, k: float = 3.0) -> float:
     >>> float(k_sigma_threshold(np.array([1.0, 3.0]), k=2))
     4.0
     """
+    metrics.check_scalar(k, "k", low=0, high=math.inf, high_open=True,
+                         hint="3 lets about 0.13 % of Gaussian normal scores through")
     values = np.asarray(values)
     if values.size == 0:
         raise ValueError("values must not be empty; pass scores or maps of normal validation images")

@@ -2,6 +2,7 @@
 missing weights fail loudly or fall back only when asked, and extraction is deterministic."""
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 
@@ -182,6 +183,29 @@ def test_extraction_is_deterministic_and_independent_of_batch_size():
     for layer in first:
         assert torch.equal(first[layer], again[layer])
         torch.testing.assert_close(batched[layer], first[layer], rtol=1e-4, atol=1e-4)
+
+
+def test_pretrained_networks_leave_the_global_random_state_alone(empty_hub, monkeypatch):
+    # Stand-in ResNet-18 weights, named by their own SHA-256 as torch hub names the real ones.
+    weights = empty_hub / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    named = weights.rename(empty_hub / f"resnet18-{hashlib.sha256(weights.read_bytes()).hexdigest()[:8]}.pth")
+    monkeypatch.setattr(backbones, "resnet18_weights_path", lambda: named)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    state = torch.random.get_rng_state()
+    for backbone in backbones.BACKBONES:
+        extractor = FeatureExtractor(backbone, device="cpu")
+        assert extractor.backbone == backbone
+        extractor.extract(images, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_random_weights_follow_the_global_seed(empty_hub):
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        weights.append(resnet18(pretrained=False).conv1.weight)
+    assert torch.equal(*weights)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

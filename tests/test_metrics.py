@@ -215,7 +215,7 @@ def test_errors_say_what_is_wrong():
         metrics.image_scores(maps[0])
     with pytest.raises(ValueError, match="maps contains NaN or infinite"):
         metrics.pixel_auroc(masks, np.where(masks, np.nan, maps))
-    with pytest.raises(ValueError, match="fpr_limit must lie in \\(0, 1\\]"):
+    with pytest.raises(ValueError, match="fpr_limit must be a real number in \\(0, 1\\]"):
         metrics.au_pro(masks, maps, fpr_limit=0.0)
     with pytest.raises(ValueError, match="labels must contain only 0 .* and 1"):
         metrics.image_auroc(np.array([0, 2]), np.array([0.1, 0.2]))

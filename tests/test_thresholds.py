@@ -100,7 +100,7 @@ def test_errors_for_bad_input():
         thresholds.min_defect_area_threshold(maps, 101)
     with pytest.raises(ValueError, match="min_defect_area must be an integer in \\[1, 100\\]"):
         thresholds.min_defect_area_threshold(maps, 0)
-    with pytest.raises(ValueError, match="q must lie in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="q must be a real number in \\[0, 1\\], got 99.9; .* q = p / 100"):
         thresholds.quantile_threshold(maps, q=99.9)
-    with pytest.raises(ValueError, match="relative_area must lie in \\(0, 1\\]"):
+    with pytest.raises(ValueError, match="relative_area must be a real number in \\(0, 1\\]"):
         thresholds.min_defect_area_pixels((8, 8), relative_area=0.0)

@@ -95,7 +95,7 @@ def test_bad_checkpoint_files(tmp_path):
         training.load_checkpoint(tmp_path / "missing.pt", Small())
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="garbage.pt is damaged or not a PyTorch checkpoint"):
         training.load_checkpoint(garbage, Small())
     foreign = tmp_path / "foreign.pt"
     torch.save(Small().state_dict(), foreign)
