@@ -444,7 +444,7 @@ def load_split(root: str | Path, category: str, *, image_size: int | None = 256,
     >>> from mvtec_tutorial import synthetic
     >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, n_train=10, progress=False)
     >>> load_split(root, "bottle", image_size=64, progress=False)
-    Split('bottle': train 8, validation 2, test 20 (15 defective), (64, 64) px)
+    Split('bottle': train 8, validation 2, test 28 (18 defective), (64, 64) px)
     """
     train, validation = train_validation_split(MVTecAD(root, category, "train", image_size=image_size),
                                                validation_fraction=validation_fraction, seed=seed)
