@@ -713,3 +713,56 @@ def benchmark_heatmaps(results: pd.DataFrame, metric_names: Sequence[str], *, ti
     if title:
         figure.suptitle(title)
     return figure
+
+
+# ----------------------------------------------------------------------------- diagrams
+def pipeline_diagram(stages: Sequence[str | tuple[str, str]], *, title: str,
+                     branch: Sequence[str | tuple[str, str]] = (), branch_from: int | None = None) -> Figure:
+    """A method's pipeline as boxes joined by arrows, left to right, for the notebooks.
+
+    Parameters
+    ----------
+    stages : sequence of str or (str, str)
+        One box per step: a name, or (name, detail) with the detail on a second line, e.g.
+        ``("encoder", "9 conv layers")``. Text may hold ``$...$`` math.
+    title : str, keyword-only
+    branch : sequence of str or (str, str), default=(), keyword-only
+        A second row of boxes, e.g. what happens at test time, drawn below the main row.
+    branch_from : int, optional, keyword-only
+        Index of the main-row box the branch starts from (an arrow down to its first box);
+        default: the branch stands alone.
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> figure = pipeline_diagram(["normal images", ("encoder", "conv"), "code"], title="An autoencoder")
+    >>> [text.get_text() for text in figure.axes[0].texts if text.get_bbox_patch()], figure.axes[0].get_title()
+    (['normal images', 'encoder\nconv', 'code'], 'An autoencoder')
+    """
+    if not stages:
+        raise ValueError("stages is empty; give at least one step")
+    rows = [list(stages)] + ([list(branch)] if branch else [])
+    if branch_from is not None and not (branch and 0 <= branch_from < len(stages)):
+        raise ValueError(f"branch_from must index one of the {len(stages)} stages and needs a branch, got {branch_from}")
+    n_columns = max(len(row) + (branch_from or 0) * (row is rows[-1] and len(rows) > 1) for row in rows)
+    figure = _new_figure((2.3 * n_columns, 1.1 * len(rows) + 0.4))
+    ax = figure.subplots()
+    ax.set(xlim=(0, n_columns), ylim=(0.4 - len(rows) + 0.45, 0.9), title=title)
+    ax.set_axis_off()
+    box = dict(boxstyle="round,pad=0.4", facecolor="whitesmoke", edgecolor="dimgray")
+    arrow = dict(arrowstyle="-|>", color="dimgray", lw=1.5)
+    half_box = 0.3  # arrows run between box edges, in data units (a column is one unit)
+    for y, row in zip((0.4, -0.6), rows):
+        offset = (branch_from or 0) if y < 0 else 0
+        for column, stage in enumerate(row):
+            text = stage if isinstance(stage, str) else "\n".join(stage)
+            x = offset + column + 0.5
+            ax.text(x, y, text, ha="center", va="center", bbox=box, fontsize="small", linespacing=1.3)
+            if column:
+                ax.annotate("", xy=(x - half_box, y), xytext=(x - 1 + half_box, y), arrowprops=arrow)
+        if y < 0 and branch_from is not None:
+            ax.annotate("", xy=(offset + 0.5, y + 0.25), xytext=(branch_from + 0.5, 0.4 - 0.25), arrowprops=arrow)
+    return figure

@@ -417,3 +417,16 @@ def test_benchmark_heatmaps_errors():
         viz.benchmark_heatmaps(rows, ["y"])
     with pytest.raises(ValueError, match=r"1 rows repeat a \(category, method, metric\)"):
         viz.benchmark_heatmaps(pd.concat([rows, rows]), ["x"])
+
+
+def test_pipeline_diagram_draws_one_box_per_stage_and_checks_the_branch():
+    figure = viz.pipeline_diagram(["images", ("features", "CNN"), "map"], title="pipeline",
+                                  branch=["test image", "score"], branch_from=0)
+    ax = figure.axes[0]
+    boxes = [text.get_text() for text in ax.texts if text.get_bbox_patch() is not None]
+    assert boxes == ["images", "features\nCNN", "map", "test image", "score"]
+    assert len([text for text in ax.texts if text.get_bbox_patch() is None]) == 2 + 1 + 1  # the arrows
+    with pytest.raises(ValueError, match="branch_from must index one of the 3 stages"):
+        viz.pipeline_diagram(["a", "b", "c"], title="t", branch=["x"], branch_from=3)
+    with pytest.raises(ValueError, match="stages is empty"):
+        viz.pipeline_diagram([], title="t")
