@@ -740,7 +740,7 @@ def pipeline_diagram(stages: Sequence[str | tuple[str, str]], *, title: str,
     --------
     >>> figure = pipeline_diagram(["normal images", ("encoder", "conv"), "code"], title="An autoencoder")
     >>> [text.get_text() for text in figure.axes[0].texts if text.get_bbox_patch()], figure.axes[0].get_title()
-    (['normal images', 'encoder\nconv', 'code'], 'An autoencoder')
+    (['normal images', 'encoder\\nconv', 'code'], 'An autoencoder')
     """
     if not stages:
         raise ValueError("stages is empty; give at least one step")
