@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 GOOD = "good"
@@ -600,3 +600,71 @@ def _extract(archive: Path, root: Path, categories: Sequence[str]) -> None:
     if missing:
         raise FileNotFoundError(f"{archive} held no folder for {', '.join(missing)}; is it the MVTec AD archive?")
 
+
+def labelled_split(root: str | Path, category: str, *, image_size: int | None = 256,
+                   evaluation_fraction: float = 0.3, held_out_defect_type: str | None = None,
+                   seed: int = 0) -> tuple[Subset, Subset]:
+    """Labelled train and evaluation sets from all of a category's images, split by image.
+
+    MVTec AD trains on good images only, so the defective examples a classifier needs come from the
+    test split. All images (train good, test good, test defective) are pooled and each defect type
+    (``"good"`` included) is split separately with one seeded permutation, so every type appears on
+    both sides in the same proportion. Every image lands on exactly one side: nothing the
+    classifier trains on is evaluated.
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root, e.g. :func:`mvtec_tutorial.settings.data_root`.
+    category : str
+    image_size : int or None, default=256
+        Side images are resized to (see :class:`MVTecAD`).
+    evaluation_fraction : float, default=0.3
+        Share of each type's images held out for evaluation (at least one per type).
+    held_out_defect_type : str, optional
+        A defect type removed from training entirely: all its images go to evaluation. Every
+        other type is split exactly as without it (the same permutations are drawn), so the
+        runs with and without a held-out type differ only in that type.
+    seed : int, default=0
+
+    Returns
+    -------
+    train, evaluation : torch.utils.data.Subset
+        Subsets of one pooled dataset of item dicts (label 1 = defective); their ``indices`` are disjoint.
+
+    Raises
+    ------
+    ValueError
+        For a fraction outside (0, 1), a type with too few images to split, or an unknown held-out type.
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, progress=False)
+    >>> train, evaluation = labelled_split(root, "bottle", held_out_defect_type="contamination")
+    >>> len(train), len(evaluation), set(train.indices) & set(evaluation.indices)
+    (57, 31, set())
+    """
+    if not 0.0 < evaluation_fraction < 1.0:
+        raise ValueError(f"evaluation_fraction must be in (0, 1), got {evaluation_fraction}")
+    parts = [MVTecAD(root, category, split, image_size=image_size) for split in SPLITS]
+    types = np.array([name for part in parts for name in part.defect_types])
+    defect_types = sorted(set(types) - {GOOD})
+    if held_out_defect_type is not None and held_out_defect_type not in defect_types:
+        raise ValueError(f"held_out_defect_type {held_out_defect_type!r} is not a defect type of {category}; "
+                         f"use one of {', '.join(defect_types)} or None")
+    rng = np.random.default_rng(seed)
+    train, evaluation = [], []
+    for name in sorted(set(types)):
+        indices = rng.permutation(np.flatnonzero(types == name))
+        if name == held_out_defect_type:
+            evaluation += indices.tolist()
+            continue
+        n_evaluation = max(1, round(len(indices) * evaluation_fraction))
+        if n_evaluation >= len(indices):
+            raise ValueError(f"{category}/{name} has {len(indices)} images, too few to split with "
+                             f"evaluation_fraction={evaluation_fraction}")
+        evaluation += indices[:n_evaluation].tolist()
+        train += indices[n_evaluation:].tolist()
+    pooled = ConcatDataset(parts)
+    return Subset(pooled, sorted(train)), Subset(pooled, sorted(evaluation))

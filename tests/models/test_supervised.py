@@ -1,16 +1,15 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
-from mvtec_tutorial import backbones, data
+from mvtec_tutorial import backbones
 from mvtec_tutorial.models import supervised
 from mvtec_tutorial.models.base import NotFittedError
-from mvtec_tutorial.models.supervised import ConvNet, SupervisedClassifier, labelled_split
+from mvtec_tutorial.models.supervised import ConvNet, SupervisedClassifier
 
 SMALL = 32  # px; enough for ResNet-18 and Lite0, far below the ConvNet's minimum
 # ResNet-18 at 32 px is far cheaper than the ConvNet at its minimum of 200 px.
-TINY_RESNET = dict(architecture="resnet18", image_size=SMALL, batch_size=8, device="cpu")
+TINY_RESNET = dict(architecture="resnet18", work_size=SMALL, batch_size=8, device="cpu")
 
 
 def separable_batch(n=8, side=SMALL, seed=0):
@@ -25,18 +24,56 @@ def separable_batch(n=8, side=SMALL, seed=0):
 # ----------------------------------------------------------------------------- networks
 def test_convnet_flatten_size_follows_the_input_size():
     # The deck hard-coded 32 * 9 * 9: what 1024 px inputs (MVTec AD's full resolution) give.
-    assert ConvNet(image_size=1024).fc1.in_features == 32 * 9 * 9
-    assert ConvNet(image_size=224).fc1.in_features == 32 * 1 * 1  # 220/4 = 55, 51/5 = 10, 6/5 = 1
-    assert ConvNet(image_size=300).fc1.in_features == 32 * 2 * 2  # 296/4 = 74, 70/5 = 14, 10/5 = 2
-    assert ConvNet(image_size=200)(torch.zeros(2, 3, 200, 200)).shape == (2, 2)
-    with pytest.raises(ValueError, match="at least 200 px, got image_size=199"):
-        ConvNet(image_size=199)
+    assert ConvNet(work_size=1024).fc1.in_features == 32 * 9 * 9
+    assert ConvNet(work_size=224).fc1.in_features == 32 * 1 * 1  # 220/4 = 55, 51/5 = 10, 6/5 = 1
+    assert ConvNet(work_size=300).fc1.in_features == 32 * 2 * 2  # 296/4 = 74, 70/5 = 14, 10/5 = 2
+    assert ConvNet(work_size=200)(torch.zeros(2, 3, 200, 200)).shape == (2, 2)
+    with pytest.raises(ValueError, match="at least 200 px, got work_size=199"):
+        ConvNet(work_size=199)
 
 
-@pytest.mark.parametrize("architecture", supervised.ARCHITECTURES)
-def test_networks_have_a_two_class_head(architecture):
-    network, mean, std = supervised.build_network(architecture, image_size=200)
-    assert network.fc.out_features == 2 and len(mean) == len(std) == 3
+# VGG16 (138 M weights) takes seconds to build: it is built and trained once, in the fixture below.
+@pytest.mark.parametrize("architecture", [name for name in supervised.ARCHITECTURES if name != "vgg16"])
+def test_networks_give_two_logits(architecture):
+    side = supervised.CONVNET_MIN_WORK_SIZE if architecture == "convnet" else SMALL
+    network, mean, std = supervised.build_network(architecture, work_size=side)
+    assert network.eval()(torch.zeros(2, 3, side, side)).shape == (2, 2) and len(mean) == len(std) == 3
+
+
+@pytest.fixture(scope="module")
+def vgg16_one_step():
+    """VGG16 after one SGD step on 4 tiny images, and those images."""
+    images, labels = separable_batch(n=4)
+    model = SupervisedClassifier(architecture="vgg16", work_size=SMALL, epochs=1, batch_size=4, optimizer="sgd",
+                                 learning_rate=1e-2, momentum=0.9, device="cpu")
+    return model.fit(images, labels, progress=False), images
+
+
+def test_vgg16_is_torchvisions_configuration_d(vgg16_one_step):
+    network = vgg16_one_step[0].network_
+    convolutions = [m for m in network.features if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in network.classifier if isinstance(m, torch.nn.Linear)]
+    # Simonyan & Zisserman (ICLR 2015), configuration D: 13 3x3 convolutions, 3 linear layers.
+    assert [c.out_channels for c in convolutions] == [64, 64, 128, 128, 256, 256, 256] + [512] * 6
+    assert {c.kernel_size for c in convolutions} == {(3, 3)}
+    assert [(l.in_features, l.out_features) for l in linears] == [(512 * 7 * 7, 4096), (4096, 4096), (4096, 2)]
+    assert sum(p.numel() for p in network.parameters()) == 134_268_738  # torchvision's 138,357,544 with 1000 classes
+
+
+def test_vgg16_trains_one_step_from_chance(vgg16_one_step):
+    model, images = vgg16_one_step
+    # torchvision draws the last layer from N(0, 0.01) with zero bias: logits start near 0, so the
+    # first (and only) batch loss is that of a coin, log 2.
+    assert model.history_["loss"] == [pytest.approx(np.log(2), abs=0.05)]
+    probabilities = model.predict_proba(images)
+    assert probabilities.shape == (4, 2) and np.isfinite(probabilities).all()
+
+
+def test_vgg16_has_no_offline_weights_and_needs_32_px():
+    with pytest.raises(ValueError, match="VGG16 runs from scratch only.*pass pretrained=False"):
+        supervised.build_network("vgg16", pretrained=True)
+    with pytest.raises(ValueError, match="at least 32 px, got work_size=16"):
+        supervised.build_network("vgg16", work_size=16)
 
 
 def test_no_silent_fallback_when_resnet18_weights_are_missing(monkeypatch, tmp_path):
@@ -45,19 +82,40 @@ def test_no_silent_fallback_when_resnet18_weights_are_missing(monkeypatch, tmp_p
         supervised.build_network("resnet18", pretrained=True)
     with pytest.raises(ValueError, match="ConvNet has no pretrained weights"):
         supervised.build_network("convnet", pretrained=True)
-    with pytest.raises(ValueError, match="unknown architecture 'vgg16'"):
-        supervised.build_network("vgg16")
+    with pytest.raises(ValueError, match="unknown architecture 'vgg19'"):
+        supervised.build_network("vgg19")
 
 
 # ----------------------------------------------------------------------------- training
 def test_training_decreases_the_loss_and_separates_a_tiny_batch():
     images, labels = separable_batch()
-    model = SupervisedClassifier(architecture="convnet", image_size=supervised.CONVNET_MIN_IMAGE_SIZE, epochs=5,
+    model = SupervisedClassifier(architecture="convnet", work_size=supervised.CONVNET_MIN_WORK_SIZE, epochs=5,
                                  batch_size=8, learning_rate=1e-2, device="cpu").fit(images, labels, progress=False)
     loss = model.history_["loss"]  # one step per epoch: loss[k] is measured before step k
     assert loss[0] == pytest.approx(np.log(2), abs=0.05)  # balanced classes, untrained: chance
     assert loss[-1] < 0.6 * loss[0]
     np.testing.assert_array_equal(model.predict(images), labels)
+
+
+def test_one_sgd_step_follows_the_gradient_of_the_weighted_cross_entropy():
+    images, labels = separable_batch(n=8, side=supervised.CONVNET_MIN_WORK_SIZE)
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])  # imbalanced: the class weights matter
+    learning_rate = 0.1
+    model = SupervisedClassifier(architecture="convnet", work_size=supervised.CONVNET_MIN_WORK_SIZE, epochs=1,
+                                 batch_size=8, optimizer="sgd", learning_rate=learning_rate, device="cpu")
+    model.fit(images, labels, progress=False)
+    with torch.random.fork_rng(devices=[]):  # the classifier's seeded initial weights, rebuilt
+        torch.manual_seed(model.seed)
+        reference, mean, std = supervised.build_network("convnet", work_size=supervised.CONVNET_MIN_WORK_SIZE)
+    logits = reference((images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    # The loss written out: log-softmax, then the weighted mean with w_c = n / (2 n_c) = 8/12 and 8/4.
+    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    weights = torch.tensor([8 / 12, 8 / 4])[labels]
+    loss = -(weights * log_p[torch.arange(8), labels]).sum() / weights.sum()
+    loss.backward()
+    assert model.history_["loss"][0] == pytest.approx(loss.item(), rel=1e-5)
+    expected = reference.fc.weight - learning_rate * reference.fc.weight.grad  # plain SGD, no momentum
+    np.testing.assert_allclose(model.network_.fc.weight.detach(), expected.detach(), rtol=1e-4, atol=1e-6)
 
 
 def test_batch_norm_statistics_are_those_of_the_final_weights():
@@ -94,7 +152,7 @@ def test_same_seed_same_result_with_augmentation():
 
 def test_frozen_backbone_trains_only_the_head():
     images, labels = separable_batch(n=4)
-    frozen = dict(architecture="efficientnet_lite0", pretrained=True, freeze_backbone=True, image_size=SMALL,
+    frozen = dict(architecture="efficientnet_lite0", pretrained=True, freeze_backbone=True, work_size=SMALL,
                   epochs=3, batch_size=2, device="cpu")
     # Without augmentation the head trains on features computed once; with it (here the identity)
     # every batch passes through the frozen network. Both must leave the backbone as loaded.
@@ -115,12 +173,14 @@ def test_fit_and_predict_errors():
     images, labels = separable_batch(n=4)
     with pytest.raises(NotFittedError, match="call fit first"):
         SupervisedClassifier().predict_proba(images)
-    with pytest.raises(ValueError, match="both present.*labelled_split"):
+    with pytest.raises(ValueError, match="both present.*data.labelled_split"):
         SupervisedClassifier().fit(images, np.zeros(4, dtype=int), progress=False)
     with pytest.raises(ValueError, match="got \\(3,\\) labels for 4 images"):
         SupervisedClassifier().fit(images, labels[:3], progress=False)
     with pytest.raises(ValueError, match="class_weight must be"):
         SupervisedClassifier(**TINY_RESNET, class_weight="auto").fit(images, labels, progress=False)
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
+        SupervisedClassifier(**TINY_RESNET, optimizer="rmsprop").fit(images, labels, progress=False)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -141,69 +201,3 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         SupervisedClassifier(architecture="convnet", device="cpu").load(path)
     with pytest.raises(ValueError, match="holds a ResNet but the model is a EfficientNetLite0"):
         SupervisedClassifier(architecture="efficientnet_lite0", pretrained=True, device="cpu").load(path)
-
-
-# ----------------------------------------------------------------------------- labelled split
-def split_paths(synthetic_root, **options):
-    train, evaluation = labelled_split(synthetic_root, "bottle", image_size=None, **options)
-    paths = [[subset.dataset[i]["path"] for i in subset.indices] for subset in (train, evaluation)]
-    types = [[subset.dataset[i]["defect_type"] for i in subset.indices] for subset in (train, evaluation)]
-    return train, evaluation, paths, types
-
-
-def test_labelled_split_has_no_leakage_and_covers_every_image(synthetic_root):
-    train, evaluation, (train_paths, evaluation_paths), (train_types, evaluation_types) = split_paths(synthetic_root)
-    every_image = sorted(str(p) for split in data.SPLITS for p, _, _ in data.MVTecAD(
-        synthetic_root, "bottle", split, image_size=None).samples)
-    assert set(train.indices).isdisjoint(evaluation.indices)
-    assert set(train_paths).isdisjoint(evaluation_paths)
-    assert sorted(train_paths + evaluation_paths) == every_image
-    assert set(train_types) == set(evaluation_types) == {"good", "broken_large", "broken_small", "contamination"}
-
-
-def test_labelled_split_is_seeded(synthetic_root):
-    first = [s.indices for s in labelled_split(synthetic_root, "bottle", seed=0)]
-    assert first == [s.indices for s in labelled_split(synthetic_root, "bottle", seed=0)]
-    assert first != [s.indices for s in labelled_split(synthetic_root, "bottle", seed=1)]
-
-
-def test_held_out_defect_type_is_absent_from_training(synthetic_root):
-    _, _, (_, evaluation_paths), (train_types, evaluation_types) = split_paths(
-        synthetic_root, held_out_defect_type="contamination")
-    n_contamination = len(data.MVTecAD(synthetic_root, "bottle", "test", defect_types=["contamination"]))
-    assert "contamination" not in train_types
-    assert evaluation_types.count("contamination") == n_contamination
-    assert {"broken_large", "broken_small", "good"} <= set(train_types)
-
-
-def test_labelled_split_errors(synthetic_root):
-    with pytest.raises(ValueError, match="'scratch' is not a defect type of bottle; use one of broken_large"):
-        labelled_split(synthetic_root, "bottle", held_out_defect_type="scratch")
-    with pytest.raises(ValueError, match="evaluation_fraction must be in"):
-        labelled_split(synthetic_root, "bottle", evaluation_fraction=1.0)
-    with pytest.raises(ValueError, match="too few to split"):
-        labelled_split(synthetic_root, "bottle", evaluation_fraction=0.9)
-
-
-# ----------------------------------------------------------------------------- report
-def test_classification_report_matches_hand_counts_and_sklearn():
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    p_defective = np.array([0.1, 0.7, 0.2, 0.9, 0.4, 0.8])
-    types = ["good", "good", "good", "crack", "crack", "hole"]
-    report = supervised.classification_report(labels, np.stack([1 - p_defective, p_defective], axis=1), types)
-    assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["good_recall"] == pytest.approx(2 / 3) and report["defective_recall"] == pytest.approx(2 / 3)
-    assert report["recall_by_type"] == {"crack": 0.5, "good": pytest.approx(2 / 3), "hole": 1.0}
-    np.testing.assert_array_equal(report["confusion_matrix"], [[2, 1], [1, 2]])
-    assert report["image_auroc"] == pytest.approx(roc_auc_score(labels, p_defective))
-    with pytest.raises(ValueError, match="one of each per image"):
-        supervised.classification_report(labels, p_defective, types[:5])
-
-
-def test_command_line_prints_one_row_per_run(synthetic_root, capsys, monkeypatch):
-    monkeypatch.setitem(supervised.MODELS, "tiny", dict(architecture="resnet18", image_size=SMALL, epochs=1))
-    supervised.main(["--root", str(synthetic_root), "--category", "bottle", "--models", "tiny", "--augmented-models",
-                     "--held-out-models", "tiny", "--image-size", str(SMALL), "--device", "cpu"])
-    table = capsys.readouterr().out.strip().splitlines()
-    assert table[0].startswith("| model | augmented | held_out | accuracy | image_auroc |")
-    assert [line.split(" | ")[2] for line in table[2:]] == ["-", "broken_large", "broken_small", "contamination"]
