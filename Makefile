@@ -16,7 +16,7 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course executed test lab data clean clean-cache distclean
+.PHONY: install course executed benchmark test lab data clean clean-cache distclean
 
 # A .venv whose Python is missing, broken or too old is rebuilt, not kept: its stamp counts as stale.
 ifneq ($(shell $(PY) -c "$(PYTHON_OK)" 2>/dev/null && echo ok),ok)
@@ -59,6 +59,21 @@ executed: $(INSTALLED)
 	for notebook in $(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)); do \
 		env -u MVTEC_TUTORIAL_FAST $(EXECUTE) --output-dir executed "$$notebook" || exit 1; \
 	done
+
+# The benchmark on real MVTec AD (MVTEC_ROOT, else what `make data` downloaded): every method that
+# applies, on every category found (or CATEGORIES="carpet wood"), beside the paper's Tables 2 and 3,
+# into BENCHMARK_OUT (default results/, where rows of other settings are kept). With a texture downloaded (`make data CATEGORIES=carpet`),
+# `make benchmark CATEGORIES=carpet` measures every texture method against the paper's cells.
+# On a GPU: `make benchmark DEVICE=cuda SCHEDULE=paper` (the paper's training schedules).
+SCHEDULE ?= cpu
+DEVICE ?=
+METHODS ?=
+BENCHMARK_OUT ?= results
+
+benchmark: $(INSTALLED)
+	$(VENV)/bin/mvtec-benchmark --root "$(or $(MVTEC_ROOT),$(DATA_DIR))" --categories $(or $(CATEGORIES),all) \
+		--schedule $(SCHEDULE) $(if $(DEVICE),--device $(DEVICE)) $(if $(METHODS),--methods $(METHODS)) \
+		--out $(BENCHMARK_OUT)
 
 # Tests run on the synthetic set in fast mode, two single-threaded workers (one per CPU core:
 # on 2 cores two BLAS thread pools fighting each other are slower than one thread each).
