@@ -774,7 +774,7 @@ def read_folder_masks(mask_folder: str | Path, image_paths: Sequence[str | Path]
 
 
 def demo_folder(destination: str | Path, *, category: str = "bottle", image_size: int = 256, n_normal: int = 40,
-                n_new_good: int = 6, n_new_per_defect: int = 2, seed: int = 0) -> Path:
+                n_new_good: int = 10, n_new_per_defect: int = 2, seed: int = 0) -> Path:
     """Write a small folder of "your own images" (not in the MVTec AD layout), drawn synthetically.
 
     For the notebook on your own images and its test: a stand-in for the folder a reader brings.
