@@ -16,7 +16,7 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course test lab data clean clean-cache distclean
+.PHONY: install course executed benchmark test lab data clean clean-cache distclean
 
 # A .venv whose Python is missing, broken or too old is rebuilt, not kept: its stamp counts as stale.
 ifneq ($(shell $(PY) -c "$(PYTHON_OK)" 2>/dev/null && echo ok),ok)
@@ -33,15 +33,47 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED)
 
+# Runs every notebook top to bottom (full mode unless MVTEC_TUTORIAL_FAST=1) and prints each one's
+# wall time, also kept in build/notebooks/timings.txt. Fits are cached (mvtec_tutorial.cache), so a
+# second run takes minutes; `make clean-cache` forgets them.
+EXECUTE := $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1
+
 course: $(INSTALLED)
 	$(PY) -c "from mvtec_tutorial import settings; print('data root:', settings.data_root())"
 	mkdir -p build/notebooks
+	: > build/notebooks/timings.txt
 	for notebook in $(NOTEBOOKS); do \
-		$(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
-			--output-dir build/notebooks "$$notebook" || exit 1; \
+		start=$$(date +%s); \
+		$(EXECUTE) --output-dir build/notebooks "$$notebook" || exit 1; \
+		echo "$$(basename $$notebook): $$(( $$(date +%s) - start )) s" | tee -a build/notebooks/timings.txt; \
 	done
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/notebooks build/notebooks/*.ipynb
-	@echo "Executed notebooks and HTML pages are in build/notebooks/"
+	@echo "Executed notebooks and HTML pages are in build/notebooks/; wall times in build/notebooks/timings.txt"
+
+# The executed copies in executed/, which readers see without running anything: one full run on real
+# MVTec AD (they show its images, so executed/ is CC BY-NC-SA 4.0, see executed/LICENSE.md).
+# `make executed NOTEBOOK=03_autoencoders` redoes one notebook.
+NOTEBOOK ?=
+executed: $(INSTALLED)
+	@test -n "$$MVTEC_ROOT" || { echo "set MVTEC_ROOT to real MVTec AD (with bottle): executed/ shows a real run"; exit 1; }
+	for notebook in $(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)); do \
+		env -u MVTEC_TUTORIAL_FAST $(EXECUTE) --output-dir executed "$$notebook" || exit 1; \
+	done
+
+# The benchmark on real MVTec AD (MVTEC_ROOT, else what `make data` downloaded): every method that
+# applies, on every category found (or CATEGORIES="carpet wood"), beside the paper's Tables 2 and 3,
+# into BENCHMARK_OUT (default results/, where rows of other settings are kept). With a texture downloaded (`make data CATEGORIES=carpet`),
+# `make benchmark CATEGORIES=carpet` measures every texture method against the paper's cells.
+# On a GPU: `make benchmark DEVICE=cuda SCHEDULE=paper` (the paper's training schedules).
+SCHEDULE ?= cpu
+DEVICE ?=
+METHODS ?=
+BENCHMARK_OUT ?= results
+
+benchmark: $(INSTALLED)
+	$(VENV)/bin/mvtec-benchmark --root "$(or $(MVTEC_ROOT),$(DATA_DIR))" --categories $(or $(CATEGORIES),all) \
+		--schedule $(SCHEDULE) $(if $(DEVICE),--device $(DEVICE)) $(if $(METHODS),--methods $(METHODS)) \
+		--out $(BENCHMARK_OUT)
 
 # Tests run on the synthetic set in fast mode, two single-threaded workers (one per CPU core:
 # on 2 cores two BLAS thread pools fighting each other are slower than one thread each).

@@ -47,6 +47,8 @@ METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_a
 #: Training schedules: "cpu" is the course's (results/ uses it), "paper" the paper's GPU schedule
 #: for the networks, "quick" a smoke test whose numbers mean nothing (tests, fast notebooks).
 SCHEDULES = ("cpu", "paper", "quick")
+#: Share of the normal training images held out to choose the threshold on (the protocol's default).
+VALIDATION_FRACTION = 0.2
 #: The paper's threshold rule "fails" when it calls nearly every defective image good although the
 #: scores rank them well: defective accuracy below 0.2 while the image AUROC is above 0.8.
 FAILED_RULE_DEFECTIVE_ACCURACY, FAILED_RULE_IMAGE_AUROC = 0.2, 0.8
@@ -255,7 +257,8 @@ def cell_key(detector: AnomalyDetector, *, method: str, category: str, fingerpri
 
 
 def run_cell(root: str | Path, category: str, method: str, *, image_size: int = 256, seed: int = 0,
-             schedule: str = "cpu", device: str | torch.device | None = None, validation_fraction: float = 0.2,
+             schedule: str = "cpu", device: str | torch.device | None = None,
+             validation_fraction: float = VALIDATION_FRACTION,
              relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA,
              cache: bool | str | Path = True, progress: bool = True) -> pd.DataFrame:
     """Measure one method on one category with :func:`evaluate_method`; return its tidy rows.
@@ -335,18 +338,28 @@ def _write_atomically(results: pd.DataFrame, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """Hold ``<folder>/.results.lock`` while writing; refuse if a live process holds it."""
+def _exclusive(folder: Path, *, timeout: float = 120.0) -> Iterator[None]:
+    """Hold ``<folder>/.results.lock`` while a results file is rewritten.
+
+    Waits while another live process holds it (each holds it for a moment only), takes over a lock
+    left by a killed process, and raises RuntimeError after ``timeout`` seconds.
+    """
     lock = folder / ".results.lock"
-    try:
-        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        holder = lock.read_text().strip()
-        if holder.isdigit() and _alive(int(holder)):
-            raise RuntimeError(f"another benchmark run (process {holder}) is writing to {folder}; wait for it to "
-                               "finish or pass another --out") from None
-        lock.unlink(missing_ok=True)  # left by a run that was killed
-        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            if holder.isdigit() and not _alive(int(holder)):
+                lock.unlink(missing_ok=True)  # left by a run that was killed
+            elif time.monotonic() > deadline:
+                raise RuntimeError(f"another benchmark run (process {holder or '?'}) has held {lock} for "
+                                   f"{timeout:.0f} s; wait for it to finish, or delete the lock if no run is "
+                                   "going on") from None
+            else:
+                time.sleep(0.2)
     try:
         os.write(handle, str(os.getpid()).encode())
         os.close(handle)
@@ -371,16 +384,19 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
     """Measure a grid of cells into ``<out>/results.csv`` and ``results.md``; return this grid's rows.
 
     A cell whose key (:func:`cell_key`) already has all its rows in the file is not measured again;
-    rows of other keys (other seeds, sizes, settings, code) stay in the file untouched. A cell that
-    raises is recorded as one ``error`` row (its message in ``settings``), reported and retried
-    next time; the other cells go on. Methods skip categories of a kind they do not apply to.
+    rows of other keys (other seeds, sizes, settings, code) stay in the file untouched, and several
+    runs may write into one folder at once (each cell's rows are merged in under a lock). A cell
+    that raises is recorded as one ``error`` row (its message in ``settings``), reported and
+    retried next time; the other cells go on. Methods skip categories of a kind they do not apply
+    to. ``results.md`` shows the latest cell of every category and method in the file
+    (:func:`latest_cells`).
 
     Raises
     ------
     ValueError
         For an unknown method or schedule, or a damaged results file.
     RuntimeError
-        If another run is writing to ``out``.
+        If another run holds the folder's lock for minutes (a hung writer).
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -392,32 +408,41 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
     path = out / RESULTS_FILE
     cells = [(c, m) for c in categories for m in methods if data.category_info(c).kind in METHODS[m][1]]
     keys = []
-    with _exclusive(out):
-        results = read_results(path)
-        bar = tqdm(cells, desc="benchmark", disable=not progress)
-        for category, method in bar:
-            bar.set_description(f"benchmark: {category} / {method}")
-            detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed,
-                                               schedule=schedule, device=device, validation_fraction=0.2,
-                                               relative_min_defect_area=thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA)
-            keys.append(identity["key"])
-            stored = results[results["key"] == identity["key"]]
-            if set(METRICS) <= set(stored["metric"]):
-                continue
-            results = results.drop(stored.index)  # an error row or a cell cut short: measure it again
-            try:
-                rows = run_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
-                                device=device, cache=cache, progress=progress)
-            except Exception as error:  # one broken cell must not stop the grid
-                tqdm.write(f"{category} / {method} failed: {error!r}\n{traceback.format_exc(limit=3)}")
-                rows = pd.DataFrame([{**identity, "metric": "error", "value": np.nan, "settings": repr(error)}],
-                                    columns=COLUMNS)
-            results = pd.concat([results, rows], ignore_index=True).astype({"value": float})
-            _write_atomically(results, path)  # after every cell, so an interrupted run resumes
-    grid = results[results["key"].isin(keys)].reset_index(drop=True)
-    (out / "results.md").write_text(to_markdown(grid, beside_paper=not any(
-        is_synthetic(root, category) for category in categories)))
-    return grid
+    bar = tqdm(cells, desc="benchmark", disable=not progress)
+    for category, method in bar:
+        bar.set_description(f"benchmark: {category} / {method}")
+        detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed,
+                                           schedule=schedule, device=device, validation_fraction=VALIDATION_FRACTION,
+                                           relative_min_defect_area=thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA)
+        keys.append(identity["key"])
+        stored = read_results(path)
+        if set(METRICS) <= set(stored[stored["key"] == identity["key"]]["metric"]):
+            continue
+        try:
+            rows = run_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
+                            device=device, cache=cache, progress=progress)
+        except Exception as error:  # one broken cell must not stop the grid
+            tqdm.write(f"{category} / {method} failed: {error!r}\n{traceback.format_exc(limit=3)}")
+            rows = pd.DataFrame([{**identity, "metric": "error", "value": np.nan, "settings": repr(error)}],
+                                columns=COLUMNS)
+        with _exclusive(out):  # re-read: another run may have added its cells meanwhile
+            stored = read_results(path)
+            stored = stored[stored["key"] != identity["key"]]  # an error row or a cell cut short goes
+            _write_atomically(pd.concat([stored, rows], ignore_index=True).astype({"value": float}), path)
+    results = read_results(path)
+    latest = latest_cells(results)
+    (out / "results.md").write_text(to_markdown(latest, beside_paper=not (latest["data"] == "synthetic").any()))
+    return results[results["key"].isin(keys)].reset_index(drop=True)
+
+
+def latest_cells(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the most recently measured cell of every (category, method) in a results table.
+
+    Cells are appended in the order they were measured, so the latest is the last key in the file.
+    """
+    keys = results["key"].fillna("rows of a version without keys")
+    latest = keys.groupby([results["category"], results["method"]], sort=False).transform("last")
+    return results[keys == latest].reset_index(drop=True)
 
 
 def is_synthetic(root: str | Path, category: str) -> bool:

@@ -15,8 +15,10 @@ black, so 0/255, 0/1, coloured and palette masks all work; a mask must have its 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -599,6 +601,242 @@ def _extract(archive: Path, root: Path, categories: Sequence[str]) -> None:
     missing = [name for name in wanted if not (root / name / "train").is_dir()]
     if missing:
         raise FileNotFoundError(f"{archive} held no folder for {', '.join(missing)}; is it the MVTec AD archive?")
+
+
+
+# ----------------------------------------------------------------------------- your own images
+#: Image files :func:`read_folder` reads, by their ending, compared without regard to case.
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _image_files(folder: Path, pattern: str) -> list[Path]:
+    """Image files under ``folder`` matching ``pattern``, hidden ones left out, sorted by relative path."""
+    def visible(path: Path) -> bool:
+        return not any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+    paths = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES and visible(p)]
+    return sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def read_folder(folder: str | Path, *, image_size: int | None = 256, pattern: str = "**/*",
+                progress: bool = False) -> tuple[torch.Tensor, list[Path]]:
+    """Read every image in a folder of your own, in any layout, into memory.
+
+    Files are found recursively (``pattern`` is a :meth:`pathlib.Path.glob` pattern relative to
+    ``folder``), kept when they end in one of :data:`FOLDER_SUFFIXES` in any case (``.PNG``,
+    ``.Jpg``), and sorted by their path relative to ``folder``. Hidden files and folders (name
+    starting with ``.``, e.g. ``.ipynb_checkpoints``) are left out. Images are read as
+    :func:`read_image` does (grayscale to RGB, alpha dropped) and resized, as :class:`MVTecAD` does.
+
+    Parameters
+    ----------
+    folder : str or Path
+    image_size : int or None, default=256, keyword-only
+        Images are resized to ``image_size`` x ``image_size`` (bilinear; non-square images are
+        stretched, so crop them first if their aspect ratio matters); None keeps the file size,
+        which must then be the same for every image.
+    pattern : str, default="**/*", keyword-only
+        Which files to look at, e.g. ``"*"`` (this folder only) or ``"camera_1/**/*"``.
+    progress : bool, default=False, keyword-only
+
+    Returns
+    -------
+    images : torch.Tensor of shape (N, 3, H, W), float32 in [0, 1]
+    paths : list of Path, length N
+        The file of every image, in order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` is not a folder or holds no image file matching ``pattern``.
+    OSError
+        Naming the file, if an image cannot be read.
+    ValueError
+        With ``image_size=None``, if the images differ in size (the message names one of each).
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> (tmp_path / "day_2").mkdir()
+    >>> Image.new("RGB", (40, 30), "white").save(tmp_path / "day_2" / "b.JPG")
+    >>> Image.new("L", (40, 30)).save(tmp_path / "a.png")
+    >>> images, paths = read_folder(tmp_path, image_size=32)
+    >>> tuple(images.shape), [path.relative_to(tmp_path).as_posix() for path in paths]
+    ((2, 3, 32, 32), ['a.png', 'day_2/b.JPG'])
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; pass the folder that holds your images")
+    paths = _image_files(folder, pattern)
+    if not paths:
+        raise FileNotFoundError(f"no image file matching {pattern!r} under {folder} (looked for "
+                                f"{', '.join(FOLDER_SUFFIXES)} in any case, hidden files left out); "
+                                "check the folder and the pattern")
+    images = []
+    for path in tqdm(paths, desc="reading images", disable=not progress, leave=False):
+        image = _resize(read_image(path), image_size, Image.BILINEAR)
+        images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    odd = next((index for index, image in enumerate(images) if image.shape != images[0].shape), None)
+    if odd is not None:
+        raise ValueError(f"images differ in size: {paths[odd]} is {tuple(images[odd].shape[1:])} px but {paths[0]} "
+                         f"is {tuple(images[0].shape[1:])} px; pass image_size (e.g. 256) to resize every image to one "
+                         "size")
+    return torch.stack(images), paths
+
+
+def read_folder_masks(mask_folder: str | Path, image_paths: Sequence[str | Path], *, image_folder: str | Path,
+                      image_size: int | None = 256) -> np.ndarray:
+    """Masks of images read with :func:`read_folder`, matched by path; an image without a mask is good.
+
+    The mask of ``<image_folder>/<sub/folders>/<name>.<ext>`` is
+    ``<mask_folder>/<sub/folders>/<name>.<ext2>`` or ``<name>_mask.<ext2>``, any ending of
+    :data:`FOLDER_SUFFIXES` in any case. A pixel is defective where the mask is not black (as
+    :func:`read_mask`); an all-black mask, or none, means a good image.
+
+    Parameters
+    ----------
+    mask_folder : str or Path
+    image_paths : sequence of str or Path, length N
+        The images' files, as :func:`read_folder` returns them.
+    image_folder : str or Path, keyword-only
+        The folder the images were read from (:func:`read_folder`'s ``folder``).
+    image_size : int or None, default=256, keyword-only
+        As given to :func:`read_folder`; masks are resized with nearest neighbour.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W), bool
+        True = defective pixel.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``mask_folder`` is not a folder.
+    ValueError
+        If an image is not under ``image_folder``; two masks belong to one image; a mask belongs
+        to no image (a misspelt name); a mask's size differs from its image's; or a defect
+        vanishes when the mask is resized to ``image_size``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> for name in ("images", "masks"): (tmp_path / name).mkdir()
+    >>> for name in ("a.png", "b.png"): Image.new("RGB", (8, 8)).save(tmp_path / "images" / name)
+    >>> mask = np.zeros((8, 8), np.uint8); mask[2:4, 2:4] = 255
+    >>> Image.fromarray(mask).save(tmp_path / "masks" / "b_mask.png")
+    >>> images, paths = read_folder(tmp_path / "images", image_size=None)
+    >>> masks = read_folder_masks(tmp_path / "masks", paths, image_folder=tmp_path / "images", image_size=None)
+    >>> masks.shape, masks.sum(axis=(1, 2)).tolist()
+    ((2, 8, 8), [0, 4])
+    """
+    mask_folder, image_folder = Path(mask_folder).expanduser(), Path(image_folder).expanduser()
+    if not mask_folder.is_dir():
+        raise FileNotFoundError(f"mask folder {mask_folder} is not a folder; pass the folder that holds your masks")
+
+    def key(path: Path, folder: Path, *, strip_mask: bool) -> str:
+        name = path.relative_to(folder).with_suffix("").as_posix()
+        return name[: -len("_mask")] if strip_mask and name.endswith("_mask") else name
+
+    masks: dict[str, Path] = {}
+    for path in _image_files(mask_folder, "**/*"):
+        name = key(path, mask_folder, strip_mask=True)
+        if name in masks:
+            raise ValueError(f"{masks[name]} and {path} are both masks of the image {name}; delete one of them")
+        masks[name] = path
+    image_paths = [Path(path) for path in image_paths]
+    outside = [str(path) for path in image_paths if not path.is_relative_to(image_folder)]
+    if outside:
+        raise ValueError(f"images not under image_folder={image_folder}: {', '.join(outside[:3])}; pass the folder "
+                         "they were read from")
+    names = [key(path, image_folder, strip_mask=False) for path in image_paths]
+    orphans = sorted(str(masks[name]) for name in set(masks) - set(names))
+    if orphans:
+        raise ValueError(f"masks without an image in {image_folder}: {', '.join(orphans)}; a mask must have its "
+                         "image's name (and sub-folder), optionally with '_mask' before the ending")
+    result = []
+    for image_path, name in zip(image_paths, names):
+        with Image.open(image_path) as image:
+            width, height = image.size
+        if name not in masks:
+            result.append(np.zeros((height, width) if image_size is None else (image_size, image_size), dtype=bool))
+            continue
+        mask = read_mask(masks[name])
+        if mask.shape != (height, width):
+            raise ValueError(f"mask {masks[name]} is {mask.shape[1]} x {mask.shape[0]} px but its image {image_path} "
+                             f"is {width} x {height} px; a mask must have its image's size: fix or replace it")
+        resized = np.asarray(_resize(Image.fromarray(mask), image_size, Image.NEAREST)).astype(bool)
+        if mask.any() and not resized.any():
+            raise ValueError(f"mask {masks[name]} has {int(mask.sum())} defect pixels at {width} x {height} px but "
+                             f"none at image_size={image_size}; use a larger image_size")
+        result.append(resized)
+    return np.stack(result)
+
+
+def demo_folder(destination: str | Path, *, category: str = "bottle", image_size: int = 256, n_normal: int = 40,
+                n_new_good: int = 10, n_new_per_defect: int = 2, seed: int = 0) -> Path:
+    """Write a small folder of "your own images" (not in the MVTec AD layout), drawn synthetically.
+
+    For the notebook on your own images and its test: a stand-in for the folder a reader brings.
+    The images come from :func:`mvtec_tutorial.synthetic.make_dataset` (``category``, ``seed``)::
+
+        <destination>/normal/line_a/part_000.png     normal images in two sub-folders, named
+        <destination>/normal/line_b/part_001.PNG     .png, .PNG and .bmp in turn
+        <destination>/new/image_000.png              images to score: good and defective, shuffled
+        <destination>/masks/image_003.png            masks of the defective new images only
+
+    Parameters
+    ----------
+    destination : str or Path
+        Created if missing; must be empty.
+    category : str, default="bottle", keyword-only
+        One of :data:`mvtec_tutorial.synthetic.SYNTHETIC_CATEGORIES`.
+    image_size : int, default=256, keyword-only
+    n_normal, n_new_good, n_new_per_defect : int, keyword-only
+        Normal images; good new images; defective new images of each of the category's defect types.
+    seed : int, default=0, keyword-only
+        Seeds the images and the order of the new ones.
+
+    Returns
+    -------
+    Path
+        ``destination``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``destination`` holds files (nothing is overwritten).
+
+    Examples
+    --------
+    >>> folder = demo_folder(tmp_path / "parts", image_size=64, n_normal=4)
+    >>> sorted(p.relative_to(folder / "normal").as_posix() for p in (folder / "normal").rglob("*.*"))
+    ['line_a/part_000.png', 'line_a/part_002.bmp', 'line_b/part_001.PNG', 'line_b/part_003.png']
+    """
+    from mvtec_tutorial import synthetic  # deferred: data does not depend on the synthetic set
+
+    destination = Path(destination).expanduser()
+    if destination.exists() and any(destination.iterdir()):
+        raise FileExistsError(f"{destination} is not empty; pass a new or empty folder")
+    suffixes = (".png", ".PNG", ".bmp")  # every case and format read_folder accepts, in turn
+    with tempfile.TemporaryDirectory() as scratch:
+        root = synthetic.make_dataset(scratch, categories=[category], seed=seed, image_size=image_size,
+                                      n_train=n_normal, n_test_good=n_new_good, n_test_per_defect=n_new_per_defect,
+                                      progress=False)
+        normal = MVTecAD(root, category, "train", image_size=None).samples
+        for index, (path, _, _) in enumerate(normal):
+            target = destination / "normal" / ("line_a", "line_b")[index % 2] / f"part_{index:03d}{suffixes[index % 3]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            read_image(path).save(target)
+        new = MVTecAD(root, category, "test", image_size=None).samples
+        (destination / "new").mkdir()
+        (destination / "masks").mkdir()
+        for index, position in enumerate(np.random.default_rng(seed).permutation(len(new))):
+            path, mask, _ = new[position]
+            shutil.copyfile(path, destination / "new" / f"image_{index:03d}.png")
+            if mask is not None:
+                shutil.copyfile(mask, destination / "masks" / f"image_{index:03d}.png")
+    return destination
 
 
 def labelled_split(root: str | Path, category: str, *, image_size: int | None = 256,

@@ -128,13 +128,20 @@ def test_a_damaged_results_file_is_named(synthetic_root, tmp_path):
         benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
 
 
-def test_a_second_writer_is_refused_while_the_first_is_alive(synthetic_root, tmp_path):
-    (tmp_path / ".results.lock").write_text(str(os.getpid()))  # this process holds it
-    with pytest.raises(RuntimeError, match="another benchmark run .* is writing"):
-        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
-    (tmp_path / ".results.lock").write_text("999999999")  # a run that was killed
+def test_writers_take_turns_and_a_killed_writer_does_not_block(synthetic_root, tmp_path):
+    (tmp_path / ".results.lock").write_text(str(os.getpid()))  # a live writer that never finishes
+    with pytest.raises(RuntimeError, match="another benchmark run .* has held"):
+        with benchmark._exclusive(tmp_path, timeout=0.5):
+            pass
+    (tmp_path / ".results.lock").write_text("999999999")  # a run that was killed mid-write
     benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, cache=False, progress=False)
+    benchmark.run(synthetic_root, ["bottle"], ["variation_model"], tmp_path, image_size=32, cache=False,
+                  progress=False)
+    stored = benchmark.read_results(tmp_path / "results.csv")
+    assert set(stored["method"]) == {"mean_image", "variation_model"}
     assert not (tmp_path / ".results.lock").exists()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| mean_image |" in markdown and "| variation_model |" in markdown
 
 
 def test_evaluate_method_is_the_protocol_written_out(synthetic_root):

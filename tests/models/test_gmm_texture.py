@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mvtec_tutorial.models import NotFittedError
-from mvtec_tutorial.models.gmm_texture import GMMTexture, patch_vectors, pyramid
+from mvtec_tutorial.models.gmm_texture import GMMTexture, draw_patch_vectors, patch_vectors, pyramid
 
 SIZE = 48
 
@@ -31,6 +31,15 @@ def test_patch_vectors_are_the_mirrored_neighbourhoods():
     for y in range(5):
         for x in range(6):
             np.testing.assert_array_equal(vectors[y * 6 + x], padded[:, y:y + 3, x:x + 3].ravel())
+
+
+@pytest.mark.parametrize("n_draw", [7, 1000])
+def test_drawn_patches_are_the_rows_the_full_patch_matrix_gives(n_draw):
+    rng = np.random.default_rng(0)
+    levels = [rng.random((2, 5, 6)), rng.random((2, 4, 3)), rng.random((2, 6, 6))]
+    every = np.concatenate([patch_vectors(level, 3) for level in levels])  # 78 rows
+    expected = every[np.random.default_rng(1).choice(len(every), size=min(n_draw, len(every)), replace=False)]
+    np.testing.assert_array_equal(draw_patch_vectors(levels, 3, n_draw, np.random.default_rng(1)), expected)
 
 
 def test_pyramid_halves_each_level():
