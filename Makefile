@@ -83,7 +83,7 @@ TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROO
 
 # Modules whose docstring examples run as tests (conftest.py gives them `tmp_path`).
 DOCTESTED := $(addprefix mvtec_tutorial/,data.py synthetic.py metrics.py thresholds.py training.py \
-	backbones.py ssim.py viz.py cache.py benchmark.py) $(wildcard mvtec_tutorial/models/*.py)
+	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) $(wildcard mvtec_tutorial/models/*.py)
 
 test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -c "from mvtec_tutorial import settings; settings.data_root()"  # build once, before the workers
