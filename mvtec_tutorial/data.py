@@ -39,6 +39,26 @@ MASK_SUFFIX = "_mask.png"
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """Random geometric changes that keep a normal image of a category normal.
+
+    Attributes
+    ----------
+    rotation : float
+        Largest rotation in degrees, drawn uniformly from ``[-rotation, rotation]``; 180 = any angle.
+    hflip, vflip : bool
+        Mirror left-right / top-bottom with probability 1/2.
+    translation : float
+        Largest shift of a whole image as a fraction of its side (patches move anywhere inside).
+    """
+
+    rotation: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    translation: float = 0.0
+
+
+@dataclass(frozen=True)
 class CategoryInfo:
     """Facts about one MVTec AD category, from Table 1 of Bergmann et al. (CVPR 2019).
 
@@ -53,6 +73,9 @@ class CategoryInfo:
         Side of the square images in pixels.
     grayscale : bool
         True for the three single-channel categories (grid, screw, zipper).
+    augmentation : Augmentation
+        The poses a normal image may be shown in without becoming a defect (the comment above the
+        table in this module's source); the autoencoders draw their training views with it.
     """
 
     kind: str
@@ -63,24 +86,39 @@ class CategoryInfo:
     n_defect_regions: int
     side_length: int
     grayscale: bool = False
+    augmentation: Augmentation = Augmentation()
 
 
+_ANY_POSE = Augmentation(rotation=180.0, hflip=True, vflip=True)
+_SHIFT = 0.05  # of the side: objects are centred, so a small shift keeps them whole
+# Legal augmentations: Bergmann et al. (CVPR 2019, Sec. 4.1) augment textures by random rotated
+# crops and objects by translation, rotation and mirroring "where applicable", without listing
+# them; this table is our reading of Table 1's defect types. Never mirror where a mirror image is
+# itself a defect or changes printed text (metal_nut has a "flip" defect; capsule and pill carry
+# imprints; cable's wire order is a "cable_swap" defect), never rotate where pose is fixed or is
+# itself a defect (transistor "misplaced"; wood grain always runs vertically).
 _TABLE_1 = {
-    "carpet": CategoryInfo("texture", 280, 28, 89, 5, 97, 1024),
-    "grid": CategoryInfo("texture", 264, 21, 57, 5, 170, 1024, grayscale=True),
-    "leather": CategoryInfo("texture", 245, 32, 92, 5, 99, 1024),
-    "tile": CategoryInfo("texture", 230, 33, 84, 5, 86, 840),
-    "wood": CategoryInfo("texture", 247, 19, 60, 5, 168, 1024),
-    "bottle": CategoryInfo("object", 209, 20, 63, 3, 68, 900),
-    "cable": CategoryInfo("object", 224, 58, 92, 8, 151, 1024),
-    "capsule": CategoryInfo("object", 219, 23, 109, 5, 114, 1000),
-    "hazelnut": CategoryInfo("object", 391, 40, 70, 4, 136, 1024),
-    "metal_nut": CategoryInfo("object", 220, 22, 93, 4, 132, 700),
-    "pill": CategoryInfo("object", 267, 26, 141, 7, 245, 800),
-    "screw": CategoryInfo("object", 320, 41, 119, 5, 135, 1024, grayscale=True),
-    "toothbrush": CategoryInfo("object", 60, 12, 30, 1, 66, 1024),
-    "transistor": CategoryInfo("object", 213, 60, 40, 4, 44, 1024),
-    "zipper": CategoryInfo("object", 240, 32, 119, 7, 177, 1024, grayscale=True),
+    "carpet": CategoryInfo("texture", 280, 28, 89, 5, 97, 1024, augmentation=_ANY_POSE),
+    "grid": CategoryInfo("texture", 264, 21, 57, 5, 170, 1024, grayscale=True, augmentation=_ANY_POSE),
+    "leather": CategoryInfo("texture", 245, 32, 92, 5, 99, 1024, augmentation=_ANY_POSE),
+    "tile": CategoryInfo("texture", 230, 33, 84, 5, 86, 840, augmentation=_ANY_POSE),
+    "wood": CategoryInfo("texture", 247, 19, 60, 5, 168, 1024, augmentation=Augmentation(hflip=True, vflip=True)),
+    "bottle": CategoryInfo("object", 209, 20, 63, 3, 68, 900, augmentation=Augmentation(
+        rotation=180.0, hflip=True, vflip=True, translation=_SHIFT)),
+    "cable": CategoryInfo("object", 224, 58, 92, 8, 151, 1024, augmentation=Augmentation(translation=_SHIFT)),
+    "capsule": CategoryInfo("object", 219, 23, 109, 5, 114, 1000, augmentation=Augmentation(translation=_SHIFT)),
+    "hazelnut": CategoryInfo("object", 391, 40, 70, 4, 136, 1024, augmentation=Augmentation(
+        rotation=180.0, hflip=True, vflip=True, translation=_SHIFT)),
+    "metal_nut": CategoryInfo("object", 220, 22, 93, 4, 132, 700, augmentation=Augmentation(
+        rotation=180.0, translation=_SHIFT)),
+    "pill": CategoryInfo("object", 267, 26, 141, 7, 245, 800, augmentation=Augmentation(translation=_SHIFT)),
+    "screw": CategoryInfo("object", 320, 41, 119, 5, 135, 1024, grayscale=True, augmentation=Augmentation(
+        rotation=180.0, translation=_SHIFT)),
+    "toothbrush": CategoryInfo("object", 60, 12, 30, 1, 66, 1024, augmentation=Augmentation(
+        hflip=True, translation=_SHIFT)),
+    "transistor": CategoryInfo("object", 213, 60, 40, 4, 44, 1024, augmentation=Augmentation()),
+    "zipper": CategoryInfo("object", 240, 32, 119, 7, 177, 1024, grayscale=True, augmentation=Augmentation(
+        hflip=True, vflip=True, translation=_SHIFT)),
 }
 #: The 15 MVTec AD categories, textures first, as in the paper's tables.
 CATEGORIES: tuple[str, ...] = tuple(_TABLE_1)

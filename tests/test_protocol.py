@@ -9,7 +9,7 @@ from mvtec_tutorial import data, models
 # Tiny settings so each method fits and predicts 8 images of 64 x 64 in a few seconds on a CPU.
 METHODS = {
     "MeanImage": lambda seed: models.MeanImage(seed=seed),
-    "ConvAutoencoder": lambda seed: models.ConvAutoencoder(loss="l2", resolution=64, epochs=2, n_patches=16,
+    "ConvAutoencoder": lambda seed: models.ConvAutoencoder(loss="l2", work_size=64, epochs=2, n_views=16,
                                                            batch_size=8, seed=seed),
     "AnoGAN": lambda seed: models.AnoGAN(image_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5,
                                          seed=seed),

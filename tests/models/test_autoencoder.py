@@ -5,8 +5,9 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from mvtec_tutorial import data, ssim
-from mvtec_tutorial.models import autoencoder
-from mvtec_tutorial.models.autoencoder import Augmentation, ConvAutoencoder
+from mvtec_tutorial.data import Augmentation
+from mvtec_tutorial.models import autoencoder, autoencoder_networks
+from mvtec_tutorial.models.autoencoder import ConvAutoencoder
 from mvtec_tutorial.models.base import NotFittedError
 
 
@@ -159,15 +160,14 @@ def test_flips_only_mirror():
 
 
 def test_every_category_has_legal_augmentations():
-    assert set(autoencoder.AUGMENTATIONS) == set(data.CATEGORIES)
-    metal_nut, transistor = autoencoder.AUGMENTATIONS["metal_nut"], autoencoder.AUGMENTATIONS["transistor"]
+    metal_nut, transistor = (data.category_info(name).augmentation for name in ("metal_nut", "transistor"))
     assert not (metal_nut.hflip or metal_nut.vflip)  # "flip" is one of metal_nut's defect types
     assert transistor == Augmentation()  # "misplaced" transistors are defects
 
 
 # ----------------------------------------------------------------------------- the detector
 def tiny(**overrides):
-    return ConvAutoencoder(**{**dict(epochs=1, n_patches=8, batch_size=8, device="cpu"), **overrides})
+    return ConvAutoencoder(**{**dict(epochs=1, n_views=8, batch_size=8, device="cpu"), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +177,13 @@ def bottle_images(synthetic_root):
 
 @pytest.mark.parametrize("loss", autoencoder.LOSSES)
 def test_a_few_training_steps_lower_the_loss(bottle_images, loss):
-    model = tiny(loss=loss, epochs=5, n_patches=16, batch_size=4, learning_rate=1e-3, augmentation="bottle")
+    model = tiny(loss=loss, epochs=5, n_views=16, batch_size=4, learning_rate=1e-3, augmentation="bottle")
     history = model.fit(bottle_images, progress=False).history_["loss"]
     assert history[-1] < 0.9 * history[0]
 
 
 @pytest.mark.parametrize("settings", [dict(loss="l2"), dict(loss="ssim", patch_size=32, stride=30),
-                                      dict(architecture="tutorial", resolution=64)])
+                                      dict(architecture="tutorial", work_size=64)])
 def test_interface_contract(bottle_images, settings):
     images = bottle_images[:3]
     runs = [tiny(**settings).fit(bottle_images, progress=False).predict(images) for _ in range(2)]
@@ -195,8 +195,8 @@ def test_interface_contract(bottle_images, settings):
     np.testing.assert_array_equal(maps, runs[1][0])  # same seed, same numbers
 
 
-def test_working_resolution_returns_maps_at_input_size(bottle_images):
-    model = tiny(resolution=32).fit(bottle_images, progress=False)
+def test_work_size_returns_maps_at_input_size(bottle_images):
+    model = tiny(work_size=32).fit(bottle_images, progress=False)
     assert model.predict(bottle_images[:2])[0].shape == (2, 64, 64)
     inputs, reconstructions = model.reconstruct(bottle_images[:2])
     assert inputs.shape == reconstructions.shape == (2, 1, 32, 32)  # SSIM: grayscale
@@ -220,7 +220,7 @@ def test_predict_and_reconstruct_need_fit(bottle_images):
     (dict(architecture="unet"), "unknown architecture"),
     (dict(augmentation="botle"), "no augmentation recorded for 'botle'"),
     (dict(patch_size=128), "patch_size 128 exceeds the image side 64"),
-    (dict(n_patches=0), "n_patches must be a positive integer"),
+    (dict(n_views=0), "n_views must be a positive integer"),
 ])
 def test_bad_settings_raise(bottle_images, settings, message):
     with pytest.raises(ValueError, match=message):
@@ -229,9 +229,48 @@ def test_bad_settings_raise(bottle_images, settings, message):
 
 def test_recommended_settings_follow_the_paper_per_kind():
     texture, obj = autoencoder.recommended_settings("texture"), autoencoder.recommended_settings("object")
-    assert (texture["patch_size"], texture["stride"]) == (128, 30) and "resolution" not in texture
-    assert obj["resolution"] == 128 and "patch_size" not in obj
-    assert obj["n_patches"] * obj["epochs"] == 30_000
+    assert (texture["patch_size"], texture["stride"]) == (128, 30) and "work_size" not in texture
+    assert obj["work_size"] == 128 and "patch_size" not in obj
+    assert obj["n_views"] * obj["epochs"] == 30_000
     assert autoencoder.recommended_settings("object", schedule="quick")["epochs"] == 1
     with pytest.raises(ValueError, match="unknown kind 'textile'"):
         autoencoder.recommended_settings("textile")
+
+
+# ----------------------------------------------------------------------------- the deck's normalisation
+def test_a_linear_output_reaches_negative_values_a_sigmoid_cannot():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    sigmoid, linear = (autoencoder_networks.tutorial_network(3, 64, output=output) for output in ("sigmoid", "linear"))
+    with torch.no_grad():
+        assert 0 <= sigmoid(images).min() and sigmoid(images).max() <= 1
+        assert linear(images).min() < 0
+
+
+def test_sigmoid_after_imagenet_normalisation_cannot_be_darker_than_the_mean(bottle_images):
+    # The deck's mismatch: normalised targets reach about -2, a sigmoid only (0, 1), so in image
+    # units no reconstructed pixel can be darker than ImageNet's mean colour.
+    model = tiny(loss="l2", normalisation="imagenet", work_size=64).fit(bottle_images, progress=False)
+    _, reconstructions = model.reconstruct(bottle_images[:2])
+    floor = np.array(autoencoder.IMAGENET_MEAN)[None, :, None, None]
+    assert (reconstructions >= floor - 1e-6).all()
+    assert model.input_std_ == autoencoder.IMAGENET_STD
+
+
+def test_train_normalisation_uses_the_training_images_statistics(bottle_images):
+    model = tiny(loss="l2", normalisation="train", output="linear").fit(bottle_images, progress=False)
+    np.testing.assert_allclose(model.input_mean_, bottle_images.mean(dim=(0, 2, 3)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(model.input_std_, bottle_images.std(dim=(0, 2, 3)).numpy(), rtol=1e-5)
+    maps, _ = model.predict(bottle_images[:2])
+    inputs, reconstructions = model.reconstruct(bottle_images[:2])
+    np.testing.assert_allclose(maps, ((inputs - reconstructions) ** 2).mean(axis=1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(normalisation="imagenet", loss="ssim"), "works with loss='l2' only"),
+    (dict(normalisation="zscore", loss="l2"), "unknown normalisation 'zscore'"),
+    (dict(output="tanh"), "unknown output 'tanh'"),
+])
+def test_bad_normalisation_settings_raise(bottle_images, settings, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**settings).fit(bottle_images, progress=False)
