@@ -7,12 +7,13 @@ fast mode, its AE-SSIM cell is measured the way its code does, and every metric 
 benchmark's cell for the same settings.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mvtec_tutorial import benchmark, data, metrics
+from mvtec_tutorial import benchmark, data, metrics, quiz
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_autoencoders.ipynb"
 #: Calls that would mean a step of the protocol is written out by hand in the notebook.
@@ -59,3 +60,10 @@ def test_notebook_03s_numbers_equal_the_benchmark_cell(synthetic_root, parameter
     assert (good, defective) == (cell["good_accuracy"], cell["defective_accuracy"])
     assert evaluation.min_defect_area > 1  # not the "any pixel above the threshold" rule
     assert np.isfinite(evaluation.threshold)
+
+
+def test_every_question_of_notebook_03_has_an_answer_key():
+    asked = {int(number) for cell in code_cells()
+             for number in re.findall(r'quiz\.check\("03", (\d+),', "".join(cell["source"]))}
+    assert asked == {int(number) for number in quiz.answer_key("03")} and len(asked) >= 4
+    assert quiz.is_correct("03", 1, 0.75) and not quiz.is_correct("03", 1, 0.25)
