@@ -371,8 +371,13 @@ def test_threshold_explorer_sliders_draw_once_then_only_when_moved(planted, monk
     masks, maps, labels = planted
     explorer = viz.threshold_explorer(masks, maps, labels, examples=[3])
     draws, shown, updates = [], [], []
-    redraw = explorer._redraw
-    monkeypatch.setattr(explorer, "_redraw", lambda *values: (draws.append(values), redraw(*values)))
+    classify = metrics.classify  # called once per redraw: the spy counts draws
+
+    def counting_classify(maps, threshold, *, min_defect_area=1):
+        draws.append((threshold, min_defect_area))
+        return classify(maps, threshold, min_defect_area=min_defect_area)
+
+    monkeypatch.setattr(metrics, "classify", counting_classify)
 
     class Handle:
         def update(self, value):
