@@ -8,7 +8,8 @@ course is quick. The key (:func:`fit_key`) covers
 - the method's class and every parameter (``get_params``), with the device it runs on,
 - the training images themselves (a SHA-256 of their pixels: data root, category, image size,
   split seed and any edit of a file all change it),
-- the package's source code (:func:`mvtec_tutorial.settings.source_hash`) and torch's version,
+- the package's code that fitting runs (:func:`mvtec_tutorial.settings.source_hash`; edits to
+  plots, metrics or reports do not count) and torch's version,
 
 so a stale fit is never served. The folder is ``$MVTEC_TUTORIAL_CACHE`` or
 ``~/.cache/mvtec_tutorial/fits``; ``MVTEC_TUTORIAL_CACHE=off`` turns caching off, and

@@ -495,6 +495,33 @@ def load_split(root: str | Path, category: str, *, image_size: int | None = 256,
                  labels=labels, defect_types=defect_types, test_paths=[str(path) for path, _, _ in test.samples])
 
 
+#: ITU-R 601-2 luma weights, as PIL's ``convert("L")``: the paper trains SSIM models and
+#: the classical models work on such gray values.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """Convert RGB images to luma (the one grayscale conversion of the package).
+
+    Parameters
+    ----------
+    images : torch.Tensor of shape (N, 3, H, W)
+
+    Returns
+    -------
+    torch.Tensor of shape (N, 1, H, W), same dtype and device.
+
+    Examples
+    --------
+    >>> to_grayscale(torch.ones(2, 3, 4, 4)).shape
+    torch.Size([2, 1, 4, 4])
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected RGB images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)
+    return torch.einsum("nchw,c->nhw", images, weights).unsqueeze(1)
+
+
 def as_images(images: Any, *, progress: bool = False) -> torch.Tensor:
     """Convert a dataset, tensor or array of images to a float32 tensor (N, 3, H, W) in [0, 1].
 

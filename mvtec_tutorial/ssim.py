@@ -16,29 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# The autoencoders train SSIM models on gray images; one conversion serves the whole package.
+from mvtec_tutorial.data import to_grayscale  # noqa: F401
+
 #: Side of the square window; Bergmann et al. (2019) use 11 x 11 patches for SSIM.
 WINDOW_SIZE = 11
 #: Stabilising constants of Wang et al. (2004), multiplied by the data range.
 K1, K2 = 0.01, 0.03
-#: ITU-R 601-2 luma weights (as PIL's ``convert("L")``): the paper trains SSIM models on grayscale.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def to_grayscale(images: torch.Tensor) -> torch.Tensor:
-    """Convert RGB images to luma.
-
-    Parameters
-    ----------
-    images : torch.Tensor of shape (N, 3, H, W)
-
-    Returns
-    -------
-    torch.Tensor of shape (N, 1, H, W), same dtype and device.
-    """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected RGB images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)
-    return torch.einsum("nchw,c->nhw", images, weights).unsqueeze(1)
 
 
 def _symmetric_pad(images: torch.Tensor, pad: int) -> torch.Tensor:

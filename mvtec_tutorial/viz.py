@@ -4,7 +4,7 @@ defect-size histograms, heatmaps of benchmark results.
 
 Every function takes numpy arrays (CPU tensors work too; benchmark results as a tidy DataFrame)
 and returns a :class:`matplotlib.figure.Figure`, except :func:`threshold_explorer`, which returns
-a function that redraws its Figure; none knows a model. Anomaly maps always use
+an explorer that redraws its Figure (and can show it with sliders); none knows a model. Anomaly maps always use
 :data:`ANOMALY_CMAP` and ground-truth outlines :data:`MASK_COLOUR`, so every notebook reads the same.
 
 Each figure is made with ``pyplot`` and closed at once: pyplot keeps no
@@ -49,6 +49,8 @@ PANEL_INCHES = 2.0
 #: FPR steps, linear and logarithmic each, at which ROC and PRO curves are drawn (about one per
 #: pixel of a 5-inch plot).
 CURVE_STEPS = 2000
+#: Steps of the threshold slider of :meth:`ThresholdExplorer.show_with_sliders` across its range.
+SLIDER_STEPS = 200
 #: Line styles of successive minimum defect areas, and colours of marked thresholds, in a sweep.
 AREA_STYLES = ("-", "--", ":", "-.")
 MARK_COLOURS = ("black", "tab:green", "tab:purple", "tab:brown")
@@ -489,19 +491,86 @@ def plot_accuracy_vs_threshold(labels: Any, maps: Any, thresholds: Any, *, min_d
     return ax.figure
 
 
-def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence[int] = (),
+class ThresholdExplorer:
+    """One figure for exploring one threshold; made by :func:`threshold_explorer`, which documents it.
+
+    Calling it, ``explorer(threshold, min_defect_area=1)``, redraws the figure and returns it;
+    :meth:`show_with_sliders` shows it once with two sliders that redraw it when moved.
+    """
+
+    def __init__(self, figure: Figure, redraw: Callable[[float, int], None]) -> None:
+        self.figure = figure
+        self._redraw = redraw
+
+    def __call__(self, threshold: float, min_defect_area: int = 1) -> Figure:
+        self._redraw(threshold, min_defect_area)
+        return self.figure
+
+    def show_with_sliders(self, threshold: float, min_defect_area: int = 1, *,
+                          threshold_range: tuple[float, float], max_min_defect_area: int | None = None) -> None:
+        """Show the figure at one operating point, with sliders that redraw it in place when released.
+
+        The figure is drawn once here and shown with a display id; a slider's release redraws it
+        and updates that display (no ``ipywidgets.interact``, no output widget), so executing the
+        cell without a browser costs exactly one draw, and a running notebook redraws only when a
+        slider is moved.
+
+        Parameters
+        ----------
+        threshold : float
+            Where the threshold slider starts, e.g. the rule's threshold.
+        min_defect_area : int, default=1
+            Where the area slider starts (pixels).
+        threshold_range : (float, float), keyword-only
+            Slider range; a logarithmic slider when both ends are positive.
+        max_min_defect_area : int, optional, keyword-only
+            Largest area on its slider; default ten times ``min_defect_area``.
+        """
+        import ipywidgets as widgets  # the course extra; only this method needs it
+        from IPython.display import display
+
+        low, high = (float(value) for value in threshold_range)
+        if not low < high:
+            raise ValueError(f"threshold_range must be (low, high) with low < high, got {threshold_range}")
+        layout = widgets.Layout(width="70%")
+        if low > 0:
+            threshold_slider = widgets.FloatLogSlider(
+                value=threshold, min=np.log10(low), max=np.log10(high), step=np.log10(high / low) / SLIDER_STEPS,
+                description="threshold", readout_format=".3g", continuous_update=False, layout=layout)
+        else:
+            threshold_slider = widgets.FloatSlider(
+                value=threshold, min=low, max=high, step=(high - low) / SLIDER_STEPS, description="threshold",
+                readout_format=".3g", continuous_update=False, layout=layout)
+        area_slider = widgets.IntSlider(value=min_defect_area, min=1, description="min. area",
+                                        max=max_min_defect_area or 10 * min_defect_area,
+                                        continuous_update=False, layout=layout)
+        handle = display(self(threshold, min_defect_area), display_id=True)
+
+        def redraw(_change: dict) -> None:
+            handle.update(self(threshold_slider.value, area_slider.value))
+
+        for slider in (threshold_slider, area_slider):
+            slider.observe(redraw, names="value")
+        display(widgets.VBox([threshold_slider, area_slider]))
+
+
+def threshold_explorer(masks: Any, maps: Any, labels: Any, *, scores: Any = None, examples: Sequence[int] = (),
                        titles: Sequence[str] | None = None, fpr_limit: float = metrics.DEFAULT_FPR_LIMIT,
-                       label: str | None = None) -> Callable[..., Figure]:
+                       label: str | None = None,
+                       warning: Callable[[dict[str, float]], str | None] | None = None) -> ThresholdExplorer:
     """A figure for exploring one threshold: binarised example maps and the operating point on the curves.
 
-    The curves are drawn once, here; the returned ``update`` only re-binarises and moves the
-    operating point, so it suits a slider (``ipywidgets.interact(update, threshold=..., ...)``).
+    The curves are drawn once, here; calling the returned explorer only re-binarises and moves
+    the operating point. ``explorer.show_with_sliders(...)`` adds sliders that redraw it when
+    released (:meth:`ThresholdExplorer.show_with_sliders`).
 
     Parameters
     ----------
     masks : array of shape (N, H, W), bool
     maps : array of shape (N, H, W), float; higher = more anomalous.
     labels : array of shape (N,), int; 1 = defective, 0 = good.
+    scores : array of shape (N,), float, optional
+        Image scores, for the image ROC AUC ``warning`` reads; default the maximum of each map.
     examples : sequence of int, default=()
         Indices of the images shown binarised in the top row, with ground-truth outlines.
     titles : sequence of str, optional
@@ -510,26 +579,33 @@ def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence
         AU-PRO's integration limit, as in :func:`plot_pro`.
     label : str, optional
         Legend name of the curves, e.g. the method.
+    warning : callable, optional
+        Called at every redraw with ``{"image_auroc", "good_accuracy", "defective_accuracy"}`` of
+        the operating point; a sentence it returns is printed in red under the figure, e.g.
+        :func:`mvtec_tutorial.benchmark.threshold_warning` (a threshold above nearly every defect).
 
     Returns
     -------
-    update : callable ``update(threshold, min_defect_area=1) -> Figure``
-        Redraws the figure for pixels ``map > threshold`` (:func:`mvtec_tutorial.metrics.binarize`)
-        and images classified by :func:`mvtec_tutorial.metrics.classify` at ``min_defect_area``,
-        and returns it: top row the examples (a wrongly classified image gets a red title),
-        bottom :func:`plot_roc` (pixel level) and :func:`plot_pro` on a logarithmic FPR axis, each
-        with the operating point; the figure title gives both accuracies.
+    ThresholdExplorer
+        ``explorer(threshold, min_defect_area=1) -> Figure`` redraws the figure for pixels
+        ``map > threshold`` (:func:`mvtec_tutorial.metrics.binarize`) and images classified by
+        :func:`mvtec_tutorial.metrics.classify` at ``min_defect_area``, and returns it: top row the
+        examples (a wrongly classified image gets a red title), bottom :func:`plot_roc` (pixel
+        level) and :func:`plot_pro` on a logarithmic FPR axis, each with the operating point; the
+        figure title gives both accuracies.
 
     Examples
     --------
     >>> masks = np.zeros((2, 16, 16), dtype=bool); masks[1, 4:8, 4:8] = True
     >>> maps = np.random.default_rng(0).random((2, 16, 16)) + masks
-    >>> update = threshold_explorer(masks, maps, [0, 1], examples=[0, 1], titles=["good", "defect"])
-    >>> update(1.0).get_suptitle().partition(": ")[2]
+    >>> explorer = threshold_explorer(masks, maps, [0, 1], examples=[0, 1], titles=["good", "defect"])
+    >>> explorer(1.0).get_suptitle().partition(": ")[2]
     'good accuracy 1.00, defective accuracy 1.00 (red title: wrongly classified)'
     """
     maps, masks = metrics.check_maps(maps), np.asarray(masks, dtype=bool)
     labels, examples = _as_labels(labels, len(maps)), list(examples)
+    scores = metrics.image_scores(maps) if scores is None else np.asarray(scores, dtype=np.float64)
+    _check_length("scores", scores, len(maps))
     if titles is not None and len(titles) != len(examples):
         raise ValueError(f"got {len(titles)} titles for {len(examples)} examples; pass one per example")
     figure = _new_figure((max(10.0, 2.0 * len(examples)), 7.5 if examples else 4.5))
@@ -546,6 +622,8 @@ def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence
     for ax in (roc_ax, pro_ax):
         ax.legend(loc="upper left", fontsize="small")  # again, to list the operating point
     smallest_fpr = 1 / np.sum(~masks)  # the log axes start at one false positive pixel
+    image_auroc = metrics.image_auroc(labels, scores) if 0 < labels.sum() < len(labels) else float("nan")
+    warning_text = figure.supxlabel("", color=DEFECTIVE_COLOUR, wrap=True)
     example_images = []
     for ax, index in zip(example_axes, examples):
         example_images.append(ax.imshow(np.zeros_like(masks[index]), cmap="gray", vmin=0, vmax=1,
@@ -553,7 +631,7 @@ def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence
         _outline(ax, masks[index])
         ax.set(xticks=[], yticks=[])
 
-    def update(threshold: float, min_defect_area: int = 1) -> Figure:
+    def redraw(threshold: float, min_defect_area: int) -> None:
         binary = metrics.binarize(maps, threshold)
         predicted = metrics.classify(maps, threshold, min_defect_area=min_defect_area)
         good_accuracy, defective_accuracy = metrics.classification_accuracy(labels, predicted)
@@ -568,9 +646,11 @@ def threshold_explorer(masks: Any, maps: Any, labels: Any, *, examples: Sequence
         figure.suptitle(f"threshold {threshold:.3g}, min. defect area {min_defect_area} px: good accuracy "
                         f"{good_accuracy:.2f}, defective accuracy {defective_accuracy:.2f}"
                         + (" (red title: wrongly classified)" if examples else ""))
-        return figure
+        message = warning and warning({"image_auroc": image_auroc, "good_accuracy": good_accuracy,
+                                       "defective_accuracy": defective_accuracy})
+        warning_text.set_text(f"Warning: {message}" if message else "")
 
-    return update
+    return ThresholdExplorer(figure, redraw)
 
 
 # ----------------------------------------------------------------------------- histograms

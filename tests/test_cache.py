@@ -1,4 +1,10 @@
 """The fit cache: a hit gives the identical fit, and anything that changes a fit misses."""
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,5 +69,30 @@ def test_the_key_ignores_how_the_cpu_is_named(images):
     assert cache.fit_key(models.MeanImage(device=None), images) == cache.fit_key(models.MeanImage(device="cpu"), images)
 
 
-def test_source_hash_follows_the_code():
-    assert settings.source_hash() == settings.source_hash() and len(settings.source_hash()) == 64
+def _hash_of_copy(package: Path) -> str:
+    spec = importlib.util.spec_from_file_location("copied_settings", package / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_hash()
+
+
+def test_source_hash_follows_the_fitting_code_only(tmp_path):
+    package = tmp_path / "mvtec_tutorial"
+    shutil.copytree(Path(settings.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    original = _hash_of_copy(package)
+    assert original == settings.source_hash() and len(original) == 64
+    with open(package / "viz.py", "a") as file:
+        file.write("# a plotting fix\n")
+    assert _hash_of_copy(package) == original
+    with open(package / "models" / "mean_image.py", "a") as file:
+        file.write("# a model change\n")
+    assert _hash_of_copy(package) != original
+
+
+def test_fitting_never_imports_the_modules_the_hash_leaves_out():
+    code = ("import sys, torch; from mvtec_tutorial import models; "
+            "models.MeanImage().fit(torch.rand(2, 3, 8, 8), progress=False); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('mvtec_tutorial'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    left_out = {f"mvtec_tutorial.{name.removesuffix('.py')}" for name in settings.NOT_RUN_BY_FIT}
+    assert "mvtec_tutorial.models.mean_image" in loaded and not left_out & set(loaded)

@@ -346,6 +346,61 @@ def test_threshold_explorer_without_examples_and_errors(planted):
         viz.threshold_explorer(masks, maps, labels, examples=[0, 1], titles=["a"])
 
 
+def test_threshold_explorer_shows_the_warning_only_while_it_holds(planted):
+    masks, maps, labels = planted
+    seen = []
+
+    def warning(values):
+        seen.append(values)
+        return "missed" if values["defective_accuracy"] < 0.5 else None
+
+    explorer = viz.threshold_explorer(masks, maps, labels, scores=maps.max(axis=(1, 2)), warning=warning)
+    assert explorer(5.0).get_supxlabel() == "Warning: missed"  # above every map: no defect found
+    assert explorer(1.5).get_supxlabel() == ""
+    assert seen[-1] == {"image_auroc": roc_auc_score(labels, maps.max(axis=(1, 2))), "good_accuracy": 1.0,
+                        "defective_accuracy": 1.0}
+    with pytest.raises(ValueError, match="got 1 scores for 6 images"):
+        viz.threshold_explorer(masks, maps, labels, scores=[0.0])
+
+
+def test_threshold_explorer_sliders_draw_once_then_only_when_moved(planted, monkeypatch):
+    """Executing the cell headless costs one draw; a released slider redraws and updates the display."""
+    import IPython.display
+    import ipywidgets
+
+    masks, maps, labels = planted
+    explorer = viz.threshold_explorer(masks, maps, labels, examples=[3])
+    draws, shown, updates = [], [], []
+    classify = metrics.classify  # called once per redraw: the spy counts draws
+
+    def counting_classify(maps, threshold, *, min_defect_area=1):
+        draws.append((threshold, min_defect_area))
+        return classify(maps, threshold, min_defect_area=min_defect_area)
+
+    monkeypatch.setattr(metrics, "classify", counting_classify)
+
+    class Handle:
+        def update(self, value):
+            updates.append(value)
+
+    def display(value, display_id=False):
+        shown.append(value)
+        return Handle() if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    explorer.show_with_sliders(1.5, 2, threshold_range=(0.5, 3.0))
+    figure, box = shown
+    assert figure is explorer.figure and draws == [(1.5, 2)] and updates == []
+    threshold_slider, area_slider = box.children
+    assert isinstance(threshold_slider, ipywidgets.FloatLogSlider) and area_slider.max == 20
+    assert not threshold_slider.continuous_update and not area_slider.continuous_update  # redraw on release
+    area_slider.value = 5
+    assert draws[-1] == (pytest.approx(1.5), 5) and updates == [figure]
+    assert "min. defect area 5 px" in figure.get_suptitle()
+    with pytest.raises(ValueError, match="low < high"):
+        explorer.show_with_sliders(1.0, threshold_range=(2.0, 1.0))
+
+
 # ----------------------------------------------------------------------------- histograms
 def test_score_histogram_counts_each_class_on_shared_bins():
     scores = np.array([0.1, 0.2, 0.25, 0.9, 0.7, 0.3])

@@ -22,8 +22,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import settings
+from mvtec_tutorial.data import to_grayscale
 from mvtec_tutorial.models.base import AnomalyDetector, as_images
-from mvtec_tutorial.models.variation_model import to_gray
 
 #: Added to every covariance diagonal: a variance of 1e-4 is a standard deviation of 0.01, about
 #: 2.5 gray levels of 255, the order of sensor noise. Without it, smooth coarse pyramid levels give
@@ -170,7 +170,7 @@ class GMMTexture(AnomalyDetector):
         self.grayscale = grayscale
 
     def _pyramids(self, images: torch.Tensor) -> list[list[np.ndarray]]:
-        array = to_gray(images)[:, None] if self.grayscale else images.numpy()
+        array = to_grayscale(images).numpy() if self.grayscale else images.numpy()
         return [pyramid(image, self.n_levels) for image in array]
 
     def _fit(self, images: torch.Tensor) -> None:

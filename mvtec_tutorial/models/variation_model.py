@@ -21,26 +21,9 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import settings
+from mvtec_tutorial.data import to_grayscale
 from mvtec_tutorial.models.base import AnomalyDetector
 from mvtec_tutorial.models.mean_image import MeanImage
-
-#: ITU-R BT.601 luma weights of R, G, B (what PIL's ``convert("L")`` uses); HALCON's variation
-#: model works on single-channel gray values.
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def to_gray(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Gray values of RGB images.
-
-    Parameters
-    ----------
-    images : torch.Tensor or ndarray of shape (N, 3, H, W), float in [0, 1]
-
-    Returns
-    -------
-    ndarray of shape (N, H, W), float32 in [0, 1]
-    """
-    return np.tensordot(np.asarray(images, dtype=np.float32), np.float32(GRAY_WEIGHTS), axes=([1], [0]))
 
 
 def align_translation(images: np.ndarray, reference: np.ndarray, *, upsample_factor: int = 10,
@@ -165,7 +148,8 @@ class VariationModel(AnomalyDetector):
     Examples
     --------
     >>> import torch
-    >>> normal = torch.rand(8, 3, 32, 32) * 0.1 + 0.5
+    >>> ramp = torch.linspace(0.2, 0.7, 32).expand(3, 32, 32)  # structure to align on
+    >>> normal = ramp + 0.02 * torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     >>> model = VariationModel().fit(normal, progress=False)
     >>> test = normal[:2].clone(); test[1, :, 10:14, 10:14] = 1.0
     >>> maps, scores = model.predict(test)
@@ -184,14 +168,14 @@ class VariationModel(AnomalyDetector):
     def aligned_gray(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gray images aligned to :attr:`reference_`, and the shifts applied, shapes (N, H, W) and (N, 2)."""
         self._check_fitted()
-        gray = to_gray(images)
+        gray = to_grayscale(torch.as_tensor(images, dtype=torch.float32))[:, 0].numpy()
         if not self.align:
             return gray, np.zeros((len(gray), 2), dtype=np.float32)
         return align_translation(gray, self.reference_, upsample_factor=self.upsample_factor,
                                  progress=self.progress_)
 
     def _fit(self, images: torch.Tensor) -> None:
-        gray = to_gray(images)
+        gray = to_grayscale(torch.as_tensor(images, dtype=torch.float32))[:, 0].numpy()
         # Aligning to one image would inherit its noise and pose; their mean after a first
         # alignment is a cleaner reference (HALCON's template is likewise built once, then reused).
         self.reference_ = gray[0]

@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from mvtec_tutorial.data import to_grayscale
 from mvtec_tutorial.models import NotFittedError
-from mvtec_tutorial.models.variation_model import VariationModel, align_translation, covered, to_gray
+from mvtec_tutorial.models.variation_model import VariationModel, align_translation, covered
 
 SIZE = 48
 NOISE_STD = np.where(np.arange(SIZE) < SIZE // 2, 0.005, 0.02)[None, :].repeat(SIZE, axis=0)  # left calm, right noisy
@@ -21,6 +22,11 @@ def pattern(size=SIZE, seed=0):
 def as_rgb(gray):
     """Gray images (N, H, W) -> (N, 3, H, W) tensor; the luma weights sum to 1, so to_gray gives them back."""
     return torch.from_numpy(np.repeat(np.clip(gray, 0, 1)[:, None], 3, axis=1).astype(np.float32))
+
+
+def to_gray(images):
+    """Gray values (N, H, W) as the variation model computes them."""
+    return to_grayscale(torch.as_tensor(images, dtype=torch.float32))[:, 0].numpy()
 
 
 @pytest.fixture(scope="module")
