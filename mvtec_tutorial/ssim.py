@@ -16,9 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# The autoencoders train SSIM models on gray images; one conversion serves the whole package.
-from mvtec_tutorial.data import to_grayscale  # noqa: F401
-
 #: Side of the square window; Bergmann et al. (2019) use 11 x 11 patches for SSIM.
 WINDOW_SIZE = 11
 #: Stabilising constants of Wang et al. (2004), multiplied by the data range.

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
-from mvtec_tutorial.data import CATEGORIES, Augmentation, category_info
+from mvtec_tutorial.data import CATEGORIES, Augmentation, category_info, to_grayscale
 from mvtec_tutorial.models.autoencoder_networks import (OUTPUTS, MirroredAutoencoder, bergmann_network,
                                                         reconstruct_patchwise, tutorial_network, window_starts)
 from mvtec_tutorial.models.base import AnomalyDetector, as_images
-from mvtec_tutorial.ssim import ssim_map, to_grayscale
+from mvtec_tutorial.ssim import ssim_map
 
 __all__ = ["ConvAutoencoder", "MirroredAutoencoder", "bergmann_network", "tutorial_network", "reconstruct_patchwise",
            "window_starts", "random_views", "reconstruction_loss", "anomaly_maps", "recommended_settings"]

@@ -51,7 +51,7 @@ def test_ssim_gradient_is_correct():
 def test_grayscale_matches_pil():
     rgb = np.random.default_rng(5).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
     expected = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
-    ours = ssim.to_grayscale(torch.from_numpy(rgb).permute(2, 0, 1)[None].double())[0, 0].numpy()
+    ours = data.to_grayscale(torch.from_numpy(rgb).permute(2, 0, 1)[None].double())[0, 0].numpy()
     np.testing.assert_allclose(ours, expected, atol=0.5 + 1e-9)  # PIL rounds to whole grey levels
 
 
