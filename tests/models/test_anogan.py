@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from mvtec_tutorial.models import anogan
+from mvtec_tutorial.models import anogan, anogan_networks
 from mvtec_tutorial.models.anogan import AnoGAN, Discriminator, Encoder, FAnoGAN, Generator
 from mvtec_tutorial.models.base import NotFittedError
 
-TINY = dict(image_size=16, base_channels=4, epochs=2, batch_size=4, sample_every=1)
+TINY = dict(work_size=16, base_channels=4, epochs=2, batch_size=4, sample_every=1)
 
 
 def normal_images(n=8, size=16, seed=0):
@@ -19,19 +19,19 @@ def normal_images(n=8, size=16, seed=0):
 
 
 # ----------------------------------------------------------------------------- networks
-@pytest.mark.parametrize("image_size", [8, 16, 32])
-def test_network_shapes(image_size):
-    generator = Generator(latent_dim=5, image_size=image_size, base_channels=4).eval()
+@pytest.mark.parametrize("work_size", [8, 16, 32])
+def test_network_shapes(work_size):
+    generator = Generator(latent_dim=5, work_size=work_size, base_channels=4).eval()
     images = generator(torch.randn(3, 5))
-    assert images.shape == (3, 3, image_size, image_size)
+    assert images.shape == (3, 3, work_size, work_size)
     assert images.min() >= 0 and images.max() <= 1
-    logits, features = Discriminator(image_size=image_size, base_channels=4)(images)
+    logits, features = Discriminator(work_size=work_size, base_channels=4)(images)
     assert logits.shape == (3,) and features.shape[0] == 3 and features.shape[-2:] == (4, 4)
-    assert Encoder(latent_dim=5, image_size=image_size, base_channels=4)(images).shape == (3, 5)
+    assert Encoder(latent_dim=5, work_size=work_size, base_channels=4)(images).shape == (3, 5)
 
 
 def test_discriminator_layers_have_unit_spectral_norm():
-    discriminator = Discriminator(image_size=16, base_channels=4)
+    discriminator = Discriminator(work_size=16, base_channels=4)
     for _ in range(50):  # each training-mode forward pass runs one power iteration
         discriminator(torch.rand(2, 3, 16, 16))
     convolutions = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -39,7 +39,7 @@ def test_discriminator_layers_have_unit_spectral_norm():
     for layer in convolutions:
         largest = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
         assert largest.item() == pytest.approx(1.0, abs=1e-3)
-    plain = Discriminator(image_size=16, base_channels=4, spectral_norm=False)
+    plain = Discriminator(work_size=16, base_channels=4, spectral_norm=False)
     assert not any(hasattr(m, "parametrizations") for m in plain.modules())
 
 
@@ -66,7 +66,7 @@ def test_training_samples_are_the_resized_images_without_augmentation():
 
 
 def test_a_few_training_steps_change_the_weights_and_keep_losses_finite():
-    generator, discriminator = Generator(image_size=16, base_channels=4), Discriminator(image_size=16, base_channels=4)
+    generator, discriminator = Generator(work_size=16, base_channels=4), Discriminator(work_size=16, base_channels=4)
     before = [p.detach().clone() for p in [*generator.parameters(), *discriminator.parameters()]]
     history = anogan.train_dcgan(generator, discriminator, normal_images(), epochs=3, batch_size=4,
                                  learning_rate=2e-4, flips=False, seed=0, device=torch.device("cpu"),
@@ -87,7 +87,7 @@ def test_training_is_seeded():
 
 # ----------------------------------------------------------------------------- losses and search
 def test_residual_losses_match_a_direct_computation():
-    discriminator = Discriminator(image_size=8, base_channels=4).eval()
+    discriminator = Discriminator(work_size=8, base_channels=4).eval()
     images, reconstructions = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     f_images = discriminator(images)[1].detach().numpy().reshape(2, -1)
     f_reconstructions = discriminator(reconstructions)[1].detach().numpy().reshape(2, -1)
@@ -101,9 +101,9 @@ def test_residual_losses_match_a_direct_computation():
 
 
 def tiny_gan():
-    with anogan._seeded(0):
-        return Generator(latent_dim=8, image_size=16, base_channels=4).eval(), \
-            Discriminator(image_size=16, base_channels=4).eval()
+    with anogan_networks.seeded(0):
+        return Generator(latent_dim=8, work_size=16, base_channels=4).eval(), \
+            Discriminator(work_size=16, base_channels=4).eval()
 
 
 def test_latent_search_lowers_its_loss_and_reports_the_final_one():
@@ -174,15 +174,36 @@ def test_fanogan_reuses_a_fitted_gan_without_changing_it():
     np.testing.assert_array_equal(model.sample_grids_[-1], gan.sample_grids_[-1])
 
 
+def test_fanogan_on_a_reused_gan_equals_fanogan_trained_from_scratch():
+    """Notebook 04 reuses AnoGAN's GAN for f-AnoGAN: same seed and settings, same GAN, same numbers."""
+    images, test = normal_images(), normal_images(n=3, seed=2)
+    gan = AnoGAN(seed=3, **TINY).fit(images, progress=False)
+    reused = FAnoGAN(pretrained=gan, encoder_epochs=2, seed=3, **TINY).fit(images, progress=False)
+    scratch = FAnoGAN(encoder_epochs=2, seed=3, **TINY).fit(images, progress=False)
+    for ours, reference in zip(reused.predict(test), scratch.predict(test)):
+        np.testing.assert_array_equal(ours, reference)
+    assert reused.encoder_history_ == scratch.encoder_history_
+
+
+def test_prediction_leaves_the_detector_unchanged():
+    model = AnoGAN(search_steps=3, **TINY).fit(normal_images(), progress=False)
+    before = {name: value for name, value in vars(model).items()}
+    weights = {k: v.clone() for k, v in model.generator_.state_dict().items()}
+    model.predict(normal_images(n=2, seed=4))
+    model.search_trace(normal_images(n=2, seed=4))
+    assert vars(model).keys() == before.keys()
+    assert all(torch.equal(v, weights[k]) for k, v in model.generator_.state_dict().items())
+
+
 def test_errors_say_what_to_do():
     images = normal_images()
     with pytest.raises(NotFittedError, match="call fit first"):
         AnoGAN(**TINY).reconstruct(images)
     with pytest.raises(ValueError, match="kind must be one of"):
         AnoGAN(kind="textile", **TINY).fit(images, progress=False)
-    with pytest.raises(ValueError, match="image_size must be a power of two"):
-        AnoGAN(**{**TINY, "image_size": 24}).fit(images, progress=False)
-    with pytest.raises(ValueError, match="must be a multiple of image_size"):
+    with pytest.raises(ValueError, match="work_size must be a power of two"):
+        AnoGAN(**{**TINY, "work_size": 24}).fit(images, progress=False)
+    with pytest.raises(ValueError, match="must be a multiple of work_size"):
         AnoGAN(kind="texture", texture_size=40, **TINY).fit(images, progress=False)
     with pytest.raises(ValueError, match="at least 2 training images"):
         AnoGAN(**TINY).fit(images[:1], progress=False)
@@ -198,7 +219,7 @@ def test_recommended_settings_construct_each_method(method, model_class):
     for kind in anogan.KINDS:
         settings = anogan.recommended_settings(kind, method=method)
         model = model_class(**settings)
-        assert model.kind == kind and model.flips == (kind == "texture") and model.image_size == 64
+        assert model.kind == kind and model.flips == (kind == "texture") and model.work_size == 64
     quick = model_class(**anogan.recommended_settings("object", method=method, schedule="quick"))
     quick.fit(normal_images(n=4, size=16), progress=False)
     with pytest.raises(ValueError, match="unknown method 'gan'"):

@@ -1,0 +1,147 @@
+"""The networks of AnoGAN and f-AnoGAN: a DCGAN generator and discriminator, and an encoder.
+
+All three work on square images of side ``work_size``, a power of two (the network's internal
+side, not the side the dataset is loaded at: :class:`~mvtec_tutorial.models.anogan.AnoGAN`
+resizes or tiles its inputs to it). Feature maps double or halve their side with every 4 x 4
+stride-2 convolution between 4 x 4 and ``work_size / 2`` (Radford et al., ICLR 2016).
+
+The discriminator is stabilised with spectral normalisation (Miyato et al., ICLR 2018): every
+layer's weight is divided by its largest singular value, estimated by one power iteration per
+training step. That bounds each layer's Lipschitz constant, where WGAN-GP's gradient penalty
+needs a second backward pass through the discriminator at every step, which roughly doubles
+its cost on a CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+#: DCGAN settings of the MVTec AD paper (Bergmann et al., CVPR 2019, Sec. 4.1): latent size and
+#: generated image side.
+LATENT_DIM = 64
+WORK_SIZE = 128
+#: Widest layer, as a multiple of ``base_channels`` (DCGAN's 64 -> 512 channels).
+MAX_WIDTH = 8
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside a forked state, for the layers' random initialisation.
+
+    The caller's random state is the same afterwards, so building a network never changes what
+    the caller draws next.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def check_work_size(work_size: int) -> None:
+    """Raise ValueError unless ``work_size`` is a power of two >= 8 (the networks' only sides)."""
+    if work_size < 8 or work_size & (work_size - 1):
+        raise ValueError(f"work_size must be a power of two >= 8, got {work_size}")
+
+
+def _widths(work_size: int, base_channels: int) -> list[tuple[int, int]]:
+    """``(resolution, channels)`` of the feature maps from 4x4 up to ``work_size / 2``."""
+    resolutions = [4 * 2 ** i for i in range(int(math.log2(work_size)) - 2)]
+    return [(r, base_channels * min(work_size // (2 * r), MAX_WIDTH)) for r in resolutions]
+
+
+def _down_stack(work_size: int, base_channels: int, *, spectral: bool) -> nn.Sequential:
+    """Strided 4x4 convolutions from (3, work_size, work_size) down to (C, 4, 4)."""
+    wrap = _spectral_norm if spectral else (lambda layer: layer)
+    layers, in_channels = [], 3
+    for _, channels in reversed(_widths(work_size, base_channels)):
+        layers += [wrap(nn.Conv2d(in_channels, channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        in_channels = channels
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    """DCGAN generator: latent codes (N, latent_dim) -> images (N, 3, work_size, work_size) in [0, 1].
+
+    Transposed 4x4 convolutions double the resolution from 4x4, each followed by batch norm and
+    ReLU (Radford et al. 2016). The last layer is a sigmoid, i.e. DCGAN's tanh rescaled to [0, 1]
+    (``sigmoid(2a) = (tanh(a) + 1) / 2``), so outputs compare directly with the images.
+
+    Examples
+    --------
+    >>> Generator(latent_dim=8, work_size=16, base_channels=4)(torch.randn(2, 8)).shape
+    torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, *, latent_dim: int = LATENT_DIM, work_size: int = WORK_SIZE, base_channels: int = 32) -> None:
+        super().__init__()
+        check_work_size(work_size)
+        widths = [channels for _, channels in _widths(work_size, base_channels)]
+        layers = [nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        for in_channels, channels in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(in_channels, channels, 4, 2, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+        self.latent_dim, self.work_size = latent_dim, work_size
+        self.config = dict(latent_dim=latent_dim, work_size=work_size, base_channels=base_channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: images (N, 3, work_size, work_size) -> ``(logits (N,), features (N, C, 4, 4))``.
+
+    The features of the last convolution are what AnoGAN's feature-matching loss compares
+    (Schlegl et al. 2017, Eq. 4). With ``spectral_norm=True`` every convolution is spectrally
+    normalised, the stabiliser this course uses; ``False`` gives the plain DCGAN.
+    """
+
+    def __init__(self, *, work_size: int = WORK_SIZE, base_channels: int = 32, spectral_norm: bool = True) -> None:
+        super().__init__()
+        check_work_size(work_size)
+        self.config = dict(work_size=work_size, base_channels=base_channels, spectral_norm=spectral_norm)
+        self.features = _down_stack(work_size, base_channels, spectral=spectral_norm)
+        head = nn.Conv2d(_widths(work_size, base_channels)[0][1], 1, 4, 1, 0)
+        self.head = _spectral_norm(head) if spectral_norm else head
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(2 * images - 1)  # centred inputs, as DCGAN's [-1, 1] images
+        return self.head(features).flatten(), features
+
+
+class Encoder(nn.Module):
+    """f-AnoGAN encoder: images (N, 3, work_size, work_size) in [0, 1] -> latent codes (N, latent_dim).
+
+    The discriminator's convolution stack (without spectral norm) and a linear layer.
+    """
+
+    def __init__(self, *, latent_dim: int = LATENT_DIM, work_size: int = WORK_SIZE, base_channels: int = 32) -> None:
+        super().__init__()
+        check_work_size(work_size)
+        self.config = dict(latent_dim=latent_dim, work_size=work_size, base_channels=base_channels)
+        self.features = _down_stack(work_size, base_channels, spectral=False)
+        self.head = nn.Linear(_widths(work_size, base_channels)[0][1] * 16, latent_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(2 * images - 1).flatten(1))
+
+
+def residual_losses(discriminator: Discriminator, images: torch.Tensor, reconstructions: torch.Tensor, *,
+                    residual_weight: float, feature_weight: float, power: int,
+                    image_features: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image ``residual_weight * mean|x - G|^p + feature_weight * mean|f(x) - f(G)|^p``, shape (N,).
+
+    ``f`` is the discriminator's last feature map. AnoGAN uses ``p = 1`` with weights
+    ``(1 - lambda, lambda)`` (Schlegl et al. 2017, Eqs. 3-5); f-AnoGAN uses ``p = 2`` with weights
+    ``(1, kappa)`` (Schlegl et al. 2019, Eqs. 7-8). Means instead of the papers' sums keep the
+    weights independent of the image size. ``image_features`` may pass a precomputed ``f(x)``.
+    """
+    if image_features is None:
+        image_features = discriminator(images)[1]
+    residual = (images - reconstructions).abs().pow(power).flatten(1).mean(1)
+    features = (image_features - discriminator(reconstructions)[1]).abs().pow(power).flatten(1).mean(1)
+    return residual_weight * residual + feature_weight * features
