@@ -1,4 +1,5 @@
-"""The networks of AnoGAN and f-AnoGAN: a DCGAN generator and discriminator, and an encoder.
+"""The networks of AnoGAN and f-AnoGAN, a DCGAN generator and discriminator and an encoder, and
+how the DCGAN is trained (:func:`train_dcgan`, through :func:`mvtec_tutorial.training.train_adversarial`).
 
 All three work on square images of side ``work_size``, a power of two (the network's internal
 side, not the side the dataset is loaded at: :class:`~mvtec_tutorial.models.anogan.AnoGAN`
@@ -20,6 +21,8 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from mvtec_tutorial import training
 
 #: DCGAN settings of the MVTec AD paper (Bergmann et al., CVPR 2019, Sec. 4.1): latent size and
 #: generated image side.
@@ -145,3 +148,107 @@ def residual_losses(discriminator: Discriminator, images: torch.Tensor, reconstr
     residual = (images - reconstructions).abs().pow(power).flatten(1).mean(1)
     features = (image_features - discriminator(reconstructions)[1]).abs().pow(power).flatten(1).mean(1)
     return residual_weight * residual + feature_weight * features
+
+
+def random_crops(images: torch.Tensor, size: int, *, flips: bool, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch (N, 3, S, S), S >= size: one random ``size`` x ``size`` crop per image.
+
+    For objects the images are padded by the allowed shift, so a crop is a small translation; for
+    textures they are the zoomed textures, so a crop is a random patch. ``flips`` also flips each
+    crop horizontally and vertically with probability 1/2 each (only where a flipped normal image
+    is still normal). All randomness comes from ``generator`` (a CPU generator).
+    """
+    n, slack = len(images), images.shape[-1] - size
+    offsets = torch.randint(0, slack + 1, (n, 2), generator=generator).tolist()
+    crops = torch.stack([image[:, y:y + size, x:x + size] for image, (y, x) in zip(images, offsets)])
+    if flips:
+        flip = torch.rand(n, 2, generator=generator).to(crops.device) < 0.5
+        crops = torch.where(flip[:, 0, None, None, None], crops.flip(-1), crops)
+        crops = torch.where(flip[:, 1, None, None, None], crops.flip(-2), crops)
+    return crops
+
+
+class CropBatches:
+    """Batches of :func:`random_crops` of a pool of images, a new random order and new crops per pass.
+
+    Each pass (epoch) shows every image once, as one random crop, in batches of ``batch_size``;
+    the last incomplete batch is dropped so batch norm never sees a tiny one. All randomness
+    comes from ``generator``: first the order, then each batch's crops as it is drawn.
+
+    Parameters
+    ----------
+    pool : torch.Tensor of shape (N, 3, S, S), float32 in [0, 1], N >= 2
+    size, flips, generator
+        As :func:`random_crops`.
+    batch_size : int
+        Capped at N.
+    """
+
+    def __init__(self, pool: torch.Tensor, size: int, *, batch_size: int, flips: bool,
+                 generator: torch.Generator) -> None:
+        self.pool, self.size, self.flips, self.generator = pool, size, flips, generator
+        self.batch_size = min(batch_size, len(pool))
+
+    def __len__(self) -> int:
+        return len(self.pool) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(self.pool), generator=self.generator)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield random_crops(self.pool[order[start:start + self.batch_size]], self.size, flips=self.flips,
+                               generator=self.generator)
+
+
+def train_dcgan(generator: Generator, discriminator: Discriminator, pool: torch.Tensor, *, epochs: int,
+                batch_size: int, learning_rate: float, flips: bool, seed: int, device: torch.device,
+                n_samples: int = 16, sample_every: int = 5, progress: bool = True) -> dict:
+    """Train a DCGAN in place on normal images with :func:`mvtec_tutorial.training.train_adversarial`.
+
+    Parameters
+    ----------
+    generator, discriminator : Generator, Discriminator
+        Moved to ``device``; left in ``eval()`` mode.
+    pool : torch.Tensor of shape (N, 3, S, S), float32 in [0, 1], N >= 2
+        Training images. Each epoch draws one :func:`random_crops` crop of side
+        ``generator.work_size`` from each (:class:`CropBatches`).
+    epochs, batch_size, learning_rate, flips, seed
+        Both networks use Adam with DCGAN's betas; ``seed`` seeds one generator that draws, in
+        this order, the fixed sample codes, then per epoch the order and per batch the crops
+        and the latent codes.
+    n_samples, sample_every : int
+        Before training, every ``sample_every`` epochs and after the last one the generator draws
+        the same ``n_samples`` fixed codes, so the grids show progress and mode collapse.
+
+    Returns
+    -------
+    dict
+        ``"d_loss"``, ``"g_loss"``: mean losses per epoch; ``"d_real"``: mean probability the
+        discriminator gives real images, per epoch; ``"sample_epochs"``: list of int;
+        ``"sample_grids"``: list of uint8 ndarrays of shape (n_samples, 3, work_size, work_size).
+
+    Raises
+    ------
+    FloatingPointError
+        If a loss becomes NaN or infinite (lower the learning rate).
+    """
+    rng = torch.Generator().manual_seed(seed)
+    fixed_codes = torch.randn(n_samples, generator.latent_dim, generator=rng)
+    samples: dict[str, list] = {"sample_epochs": [], "sample_grids": []}
+
+    def keep_samples(epoch: int, history: dict | None = None) -> None:
+        if epoch % sample_every and epoch != epochs:
+            return
+        generator.eval()
+        with torch.inference_mode():
+            grid = generator(fixed_codes.to(device))
+        samples["sample_grids"].append((grid * 255).round().byte().cpu().numpy())
+        samples["sample_epochs"].append(epoch)
+
+    generator.to(device)
+    keep_samples(0)
+    loader = CropBatches(pool, generator.work_size, batch_size=batch_size, flips=flips, generator=rng)
+    history = training.train_adversarial(
+        generator, discriminator, loader, lambda n: torch.randn(n, generator.latent_dim, generator=rng),
+        epochs=epochs, learning_rate=learning_rate, seed=seed, device=device, desc="DCGAN epochs",
+        progress=progress, end_of_epoch=keep_samples)
+    return {**history, **samples}

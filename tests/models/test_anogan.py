@@ -46,13 +46,13 @@ def test_discriminator_layers_have_unit_spectral_norm():
 # ----------------------------------------------------------------------------- training
 def test_random_crops_are_windows_of_their_image():
     pool = torch.rand(4, 3, 12, 12)
-    crops = anogan.random_crops(pool, 8, flips=True, generator=torch.Generator().manual_seed(0))
+    crops = anogan_networks.random_crops(pool, 8, flips=True, generator=torch.Generator().manual_seed(0))
     for image, crop in zip(pool, crops):
         candidates = [variant[:, y:y + 8, x:x + 8] for variant in (image, image.flip(-1), image.flip(-2),
                                                                    image.flip(-1).flip(-2))
                       for y in range(5) for x in range(5)]
         assert any(torch.equal(crop, candidate) for candidate in candidates)
-    again = anogan.random_crops(pool, 8, flips=True, generator=torch.Generator().manual_seed(0))
+    again = anogan_networks.random_crops(pool, 8, flips=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(crops, again)
 
 
@@ -68,7 +68,7 @@ def test_training_samples_are_the_resized_images_without_augmentation():
 def test_a_few_training_steps_change_the_weights_and_keep_losses_finite():
     generator, discriminator = Generator(work_size=16, base_channels=4), Discriminator(work_size=16, base_channels=4)
     before = [p.detach().clone() for p in [*generator.parameters(), *discriminator.parameters()]]
-    history = anogan.train_dcgan(generator, discriminator, normal_images(), epochs=3, batch_size=4,
+    history = anogan_networks.train_dcgan(generator, discriminator, normal_images(), epochs=3, batch_size=4,
                                  learning_rate=2e-4, flips=False, seed=0, device=torch.device("cpu"),
                                  n_samples=5, sample_every=2, progress=False)
     after = [*generator.parameters(), *discriminator.parameters()]
@@ -95,7 +95,7 @@ def test_residual_losses_match_a_direct_computation():
     for power, weights in [(1, (0.9, 0.1)), (2, (1.0, 1.0))]:
         expected = (weights[0] * (np.abs(x - r) ** power).mean(1)
                     + weights[1] * (np.abs(f_images - f_reconstructions) ** power).mean(1))
-        ours = anogan.residual_losses(discriminator, images, reconstructions, residual_weight=weights[0],
+        ours = anogan_networks.residual_losses(discriminator, images, reconstructions, residual_weight=weights[0],
                                       feature_weight=weights[1], power=power)
         np.testing.assert_allclose(ours.detach().numpy(), expected, rtol=1e-5)
 
@@ -112,7 +112,7 @@ def test_latent_search_lowers_its_loss_and_reports_the_final_one():
     codes, trace = anogan.latent_search(generator, discriminator, targets, steps=25, learning_rate=0.1)
     assert trace.shape == (26, 3)
     assert (trace[-1] < 0.5 * trace[0]).all()
-    direct = anogan.residual_losses(discriminator, targets, generator(codes), residual_weight=0.9,
+    direct = anogan_networks.residual_losses(discriminator, targets, generator(codes), residual_weight=0.9,
                                     feature_weight=0.1, power=1)
     np.testing.assert_allclose(trace[-1].numpy(), direct.detach().numpy(), rtol=1e-5)
 
