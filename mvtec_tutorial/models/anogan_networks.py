@@ -18,6 +18,7 @@ import contextlib
 import math
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -252,3 +253,33 @@ def train_dcgan(generator: Generator, discriminator: Discriminator, pool: torch.
         epochs=epochs, learning_rate=learning_rate, seed=seed, device=device, desc="DCGAN epochs",
         progress=progress, end_of_epoch=keep_samples)
     return {**history, **samples}
+
+
+def sample_diversity(images: torch.Tensor | np.ndarray) -> float:
+    """Mean root-mean-square difference over all pairs of images: how unlike each other they are.
+
+    A mode-collapse check for a generator: compare the diversity of a grid of its samples with
+    that of as many training images (augmented as the GAN sees them). Far below it, the
+    generator draws nearly the same image for every code.
+
+    Parameters
+    ----------
+    images : tensor or ndarray of shape (N, C, H, W), N >= 2
+        Intensities in [0, 1] (divide uint8 sample grids by 255 first).
+
+    Returns
+    -------
+    float
+        ``mean over pairs i != j of sqrt(mean((x_i - x_j)^2))``, in intensity units; 0 when all
+        images are equal.
+
+    Examples
+    --------
+    >>> round(sample_diversity(np.stack([np.zeros((1, 2, 2)), np.ones((1, 2, 2)), np.ones((1, 2, 2))])), 3)
+    0.667
+    """
+    flat = torch.as_tensor(np.asarray(images, dtype=np.float32)).flatten(1)
+    if len(flat) < 2:
+        raise ValueError(f"sample_diversity needs at least 2 images, got {len(flat)}")
+    distances = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    return float(distances.sum() / (len(flat) * (len(flat) - 1)))
