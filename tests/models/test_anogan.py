@@ -31,9 +31,12 @@ def test_network_shapes(work_size):
 
 
 def test_discriminator_layers_have_unit_spectral_norm():
-    discriminator = Discriminator(work_size=16, base_channels=4)
-    for _ in range(50):  # each training-mode forward pass runs one power iteration
-        discriminator(torch.rand(2, 3, 16, 16))
+    # Seeded: with close top singular values the power iteration converges slowly (unseeded, about
+    # one initialisation in ten is still 2e-4 off after 50 iterations).
+    with anogan_networks.seeded(0):
+        discriminator = Discriminator(work_size=16, base_channels=4)
+        for _ in range(50):  # each training-mode forward pass runs one power iteration
+            discriminator(torch.rand(2, 3, 16, 16))
     convolutions = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convolutions) == 3  # 16 -> 8 -> 4, then the 4x4 head
     for layer in convolutions:
