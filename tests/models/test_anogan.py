@@ -31,8 +31,8 @@ def test_network_shapes(work_size):
 
 
 def test_discriminator_layers_have_unit_spectral_norm():
-    # Seeded: with close top singular values the power iteration converges slowly (unseeded, about
-    # one initialisation in ten is still 2e-4 off after 50 iterations).
+    # Seeded: with close top singular values the power iteration converges slowly, and unseeded
+    # this test failed about one run in ten.
     with anogan_networks.seeded(0):
         discriminator = Discriminator(work_size=16, base_channels=4)
         for _ in range(50):  # each training-mode forward pass runs one power iteration
