@@ -11,9 +11,9 @@ METHODS = {
     "MeanImage": lambda seed: models.MeanImage(seed=seed),
     "ConvAutoencoder": lambda seed: models.ConvAutoencoder(loss="l2", work_size=64, epochs=2, n_views=16,
                                                            batch_size=8, seed=seed),
-    "AnoGAN": lambda seed: models.AnoGAN(image_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5,
+    "AnoGAN": lambda seed: models.AnoGAN(work_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5,
                                          seed=seed),
-    "FAnoGAN": lambda seed: models.FAnoGAN(image_size=16, base_channels=4, epochs=1, batch_size=4, encoder_epochs=1,
+    "FAnoGAN": lambda seed: models.FAnoGAN(work_size=16, base_channels=4, epochs=1, batch_size=4, encoder_epochs=1,
                                            seed=seed),
     "FeatureDictionary": lambda seed: models.FeatureDictionary(n_clusters=10, n_fit_patches=1000, seed=seed),
     # Colour patches: the planted magenta square is an ordinary grey in grayscale.

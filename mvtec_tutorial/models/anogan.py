@@ -1,246 +1,44 @@
 """AnoGAN (Schlegl et al., IPMI 2017) and f-AnoGAN (Schlegl et al., MedIA 2019).
 
-Both learn the manifold of normal images with a DCGAN (Radford et al., ICLR 2016). A test image
-is explained by the closest image the generator can draw, ``G(z*)``; the residual
-``|x - G(z*)|`` is the anomaly map. The two differ only in how they find ``z*``:
+Both learn the manifold of normal images with a DCGAN (Radford et al., ICLR 2016; the networks
+are in :mod:`mvtec_tutorial.models.anogan_networks`). A test image is explained by the closest
+image the generator can draw, ``G(z*)``; the residual ``|x - G(z*)|`` is the anomaly map. The
+two differ only in how they find ``z*``:
 
 - :class:`AnoGAN` searches the latent space by gradient descent for every test image
   (:func:`latent_search`, hundreds of generator and discriminator passes per image);
 - :class:`FAnoGAN` trains an encoder ``E`` once on the frozen GAN, so ``z* = E(x)`` is a single
   forward pass.
 
-The DCGAN is shared (:func:`train_dcgan`). Its discriminator is stabilised with spectral
-normalisation (Miyato et al., ICLR 2018): it bounds each layer's Lipschitz constant at the cost
-of one power iteration per step, where WGAN-GP's gradient penalty needs a second backward pass
-through the discriminator at every step, which roughly doubles its cost on a CPU.
+The DCGAN is shared (:func:`~mvtec_tutorial.models.anogan_networks.train_dcgan`); it trains
+through the course's one training loop, :func:`mvtec_tutorial.training.train_adversarial`, and
+the encoder through :func:`mvtec_tutorial.training.train`. The networks work at ``work_size`` pixels: objects are
+resized to it, textures zoomed to ``texture_size`` and cut into ``work_size`` patches.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
+from mvtec_tutorial.models.anogan_networks import (LATENT_DIM, WORK_SIZE, Discriminator, Encoder, Generator,
+                                                   check_work_size, random_crops, residual_losses, seeded,
+                                                   train_dcgan)
 from mvtec_tutorial.models.base import AnomalyDetector, as_images
 
-#: DCGAN settings of the MVTec AD paper (Bergmann et al., CVPR 2019, Sec. 4.1): latent size and
-#: generated image side; textures are zoomed to 512 and scored as 128-pixel patches.
-LATENT_DIM = 64
-IMAGE_SIZE = 128
+#: Textures are zoomed to this side and scored as ``work_size`` patches (MVTec AD paper, Sec. 4.1: 512).
 TEXTURE_SIZE = 512
-#: Adam settings of the DCGAN paper (Radford et al. 2016, Sec. 4): lr 2e-4, beta1 0.5.
-GAN_BETAS = (0.5, 0.999)
-#: Widest layer, as a multiple of ``base_channels`` (DCGAN's 64 -> 512 channels).
-MAX_WIDTH = 8
 KINDS = ("object", "texture")
-#: The CPU schedule measured on real bottle (results/README.md): 64-pixel images, a quarter of the
-#: paper's 128 x 128 pixels, so training fits the course's budget (12 minutes on one core for real bottle).
-CPU_SETTINGS = dict(image_size=64, base_channels=32, epochs=300, batch_size=16, max_shift=2, texture_size=256)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global generator inside a forked state (layer initialisers draw from it)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _widths(image_size: int, base_channels: int) -> list[tuple[int, int]]:
-    """``(resolution, channels)`` of the feature maps from 4x4 up to ``image_size / 2``."""
-    resolutions = [4 * 2 ** i for i in range(int(math.log2(image_size)) - 2)]
-    return [(r, base_channels * min(image_size // (2 * r), MAX_WIDTH)) for r in resolutions]
-
-
-def _down_stack(image_size: int, base_channels: int, *, spectral: bool) -> nn.Sequential:
-    """Strided 4x4 convolutions from (3, image_size, image_size) down to (C, 4, 4)."""
-    wrap = _spectral_norm if spectral else (lambda layer: layer)
-    layers, in_channels = [], 3
-    for _, channels in reversed(_widths(image_size, base_channels)):
-        layers += [wrap(nn.Conv2d(in_channels, channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
-        in_channels = channels
-    return nn.Sequential(*layers)
-
-
-class Generator(nn.Module):
-    """DCGAN generator: latent codes (N, latent_dim) -> images (N, 3, image_size, image_size) in [0, 1].
-
-    Transposed 4x4 convolutions double the resolution from 4x4, each followed by batch norm and
-    ReLU (Radford et al. 2016). The last layer is a sigmoid, i.e. DCGAN's tanh rescaled to [0, 1]
-    (``sigmoid(2a) = (tanh(a) + 1) / 2``), so outputs compare directly with the images.
-    """
-
-    def __init__(self, *, latent_dim: int = LATENT_DIM, image_size: int = IMAGE_SIZE, base_channels: int = 32) -> None:
-        super().__init__()
-        widths = [channels for _, channels in _widths(image_size, base_channels)]
-        layers = [nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
-        for in_channels, channels in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(in_channels, channels, 4, 2, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
-        self.latent_dim, self.image_size = latent_dim, image_size
-        self.config = dict(latent_dim=latent_dim, image_size=image_size, base_channels=base_channels)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
-
-
-class Discriminator(nn.Module):
-    """DCGAN discriminator returning ``(logits (N,), features (N, C, 4, 4))``.
-
-    The features of the last convolution are what AnoGAN's feature-matching loss compares
-    (Schlegl et al. 2017, Eq. 4). With ``spectral_norm=True`` every convolution is spectrally
-    normalised, the stabiliser this module uses; ``False`` gives the plain DCGAN.
-    """
-
-    def __init__(self, *, image_size: int = IMAGE_SIZE, base_channels: int = 32, spectral_norm: bool = True) -> None:
-        super().__init__()
-        self.config = dict(image_size=image_size, base_channels=base_channels, spectral_norm=spectral_norm)
-        self.features = _down_stack(image_size, base_channels, spectral=spectral_norm)
-        head = nn.Conv2d(_widths(image_size, base_channels)[0][1], 1, 4, 1, 0)
-        self.head = _spectral_norm(head) if spectral_norm else head
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.features(2 * images - 1)  # centred inputs, as DCGAN's [-1, 1] images
-        return self.head(features).flatten(), features
-
-
-class Encoder(nn.Module):
-    """f-AnoGAN encoder: images (N, 3, image_size, image_size) in [0, 1] -> latent codes (N, latent_dim).
-
-    The discriminator's convolution stack (without spectral norm) and a linear layer.
-    """
-
-    def __init__(self, *, latent_dim: int = LATENT_DIM, image_size: int = IMAGE_SIZE, base_channels: int = 32) -> None:
-        super().__init__()
-        self.config = dict(latent_dim=latent_dim, image_size=image_size, base_channels=base_channels)
-        self.features = _down_stack(image_size, base_channels, spectral=False)
-        self.head = nn.Linear(_widths(image_size, base_channels)[0][1] * 16, latent_dim)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(2 * images - 1).flatten(1))
-
-
-def random_crops(images: torch.Tensor, size: int, *, flips: bool, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch (N, 3, S, S), S >= size: one random ``size`` x ``size`` crop per image.
-
-    For objects the images are padded by the allowed shift, so a crop is a small translation; for
-    textures they are the zoomed textures, so a crop is a random patch. ``flips`` also flips each
-    crop horizontally and vertically with probability 1/2 each (only where a flipped normal image
-    is still normal). All randomness comes from ``generator`` (a CPU generator).
-    """
-    n, slack = len(images), images.shape[-1] - size
-    offsets = torch.randint(0, slack + 1, (n, 2), generator=generator).tolist()
-    crops = torch.stack([image[:, y:y + size, x:x + size] for image, (y, x) in zip(images, offsets)])
-    if flips:
-        flip = torch.rand(n, 2, generator=generator).to(crops.device) < 0.5
-        crops = torch.where(flip[:, 0, None, None, None], crops.flip(-1), crops)
-        crops = torch.where(flip[:, 1, None, None, None], crops.flip(-2), crops)
-    return crops
-
-
-def residual_losses(discriminator: Discriminator, images: torch.Tensor, reconstructions: torch.Tensor, *,
-                    residual_weight: float, feature_weight: float, power: int,
-                    image_features: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-image ``residual_weight * mean|x - G|^p + feature_weight * mean|f(x) - f(G)|^p``, shape (N,).
-
-    ``f`` is the discriminator's last feature map. AnoGAN uses ``p = 1`` with weights
-    ``(1 - lambda, lambda)`` (Schlegl et al. 2017, Eqs. 3-5); f-AnoGAN uses ``p = 2`` with weights
-    ``(1, kappa)`` (Schlegl et al. 2019, Eqs. 7-8). Means instead of the papers' sums keep the
-    weights independent of the image size. ``image_features`` may pass a precomputed ``f(x)``.
-    """
-    if image_features is None:
-        image_features = discriminator(images)[1]
-    residual = (images - reconstructions).abs().pow(power).flatten(1).mean(1)
-    features = (image_features - discriminator(reconstructions)[1]).abs().pow(power).flatten(1).mean(1)
-    return residual_weight * residual + feature_weight * features
-
-
-def train_dcgan(generator: Generator, discriminator: Discriminator, pool: torch.Tensor, *, epochs: int,
-                batch_size: int, learning_rate: float, flips: bool, seed: int, device: torch.device,
-                n_samples: int = 16, sample_every: int = 5, progress: bool = True) -> dict:
-    """Train a DCGAN in place on normal images with the non-saturating GAN loss.
-
-    Parameters
-    ----------
-    generator, discriminator : Generator, Discriminator
-        Moved to ``device``; left in ``eval()`` mode.
-    pool : torch.Tensor of shape (N, 3, S, S), float32 in [0, 1], N >= 2
-        Training images. Each epoch draws one :func:`random_crops` crop from each, in batches
-        of ``batch_size``, dropping the last incomplete batch so batch norm never sees a tiny one.
-    epochs, batch_size, learning_rate, flips, seed
-        Both networks use Adam with DCGAN's betas; ``seed`` seeds the shuffling, the crops, the
-        latent noise and the fixed sample codes.
-    n_samples, sample_every : int
-        Before training, every ``sample_every`` epochs and after the last one the generator draws
-        the same ``n_samples`` fixed codes, so the grids show progress and mode collapse.
-
-    Returns
-    -------
-    dict
-        ``"d_loss"``, ``"g_loss"``: mean losses per epoch; ``"d_real"``: mean probability the
-        discriminator gives real images, per epoch; ``"sample_epochs"``: list of int;
-        ``"sample_grids"``: list of uint8 ndarrays of shape (n_samples, 3, size, size).
-
-    Raises
-    ------
-    FloatingPointError
-        If a loss becomes NaN or infinite (lower the learning rate).
-    """
-    rng = torch.Generator().manual_seed(seed)
-    generator.to(device), discriminator.to(device)
-    optimizers = [torch.optim.Adam(net.parameters(), lr=learning_rate, betas=GAN_BETAS)
-                  for net in (generator, discriminator)]
-    fixed_codes = torch.randn(n_samples, generator.latent_dim, generator=rng).to(device)
-    history: dict = {"d_loss": [], "g_loss": [], "d_real": [], "sample_epochs": [], "sample_grids": []}
-
-    def keep_samples(epoch: int) -> None:
-        generator.eval()
-        with torch.inference_mode():
-            history["sample_grids"].append((generator(fixed_codes) * 255).round().byte().cpu().numpy())
-        history["sample_epochs"].append(epoch)
-
-    keep_samples(0)
-    batch = min(batch_size, len(pool))
-    for epoch in tqdm(range(1, epochs + 1), desc="DCGAN epochs", disable=not progress):
-        generator.train(), discriminator.train()
-        order = torch.randperm(len(pool), generator=rng)
-        sums = torch.zeros(3)
-        n_batches = len(pool) // batch
-        for start in range(0, n_batches * batch, batch):
-            real = random_crops(pool[order[start:start + batch]], generator.image_size, flips=flips,
-                                generator=rng).to(device)
-            fake = generator(torch.randn(batch, generator.latent_dim, generator=rng).to(device))
-            real_logits = discriminator(real)[0]
-            d_loss = F.softplus(-real_logits).mean() + F.softplus(discriminator(fake.detach())[0]).mean()
-            optimizers[1].zero_grad(set_to_none=True)
-            d_loss.backward()
-            optimizers[1].step()
-            discriminator.requires_grad_(False)  # the generator step needs no discriminator weight gradients
-            g_loss = F.softplus(-discriminator(fake)[0]).mean()
-            optimizers[0].zero_grad(set_to_none=True)
-            g_loss.backward()
-            optimizers[0].step()
-            discriminator.requires_grad_(True)
-            if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
-                raise FloatingPointError(f"GAN losses became {d_loss.item()}, {g_loss.item()} in epoch {epoch}; "
-                                         "lower the learning rate")
-            sums += torch.tensor([d_loss.item(), g_loss.item(), torch.sigmoid(real_logits).mean().item()])
-        for key, value in zip(("d_loss", "g_loss", "d_real"), (sums / n_batches).tolist()):
-            history[key].append(value)
-        if epoch % sample_every == 0 or epoch == epochs:
-            keep_samples(epoch)
-    generator.eval(), discriminator.eval()
-    return history
+#: The CPU schedule measured on real bottle (results/README.md): 64-pixel generated images, a
+#: quarter of the paper's 128 x 128 pixels, so training fits the course's budget (12 minutes on
+#: one core for real bottle).
+CPU_SETTINGS = dict(work_size=64, base_channels=32, epochs=300, batch_size=16, max_shift=2, texture_size=256)
 
 
 def latent_search(generator: Generator, discriminator: Discriminator, images: torch.Tensor, *, steps: int = 300,
@@ -297,11 +95,11 @@ class _GANDetector(AnomalyDetector):
     Subclasses define ``_encode_all(patches) -> codes`` and ``_score(patches, reconstructions)``.
     """
 
-    def __init__(self, *, kind: str, image_size: int, latent_dim: int, base_channels: int, epochs: int,
+    def __init__(self, *, kind: str, work_size: int, latent_dim: int, base_channels: int, epochs: int,
                  batch_size: int, learning_rate: float, flips: bool, max_shift: int, texture_size: int,
                  spectral_norm: bool, sample_every: int, seed: int, device: str | torch.device | None) -> None:
         super().__init__(seed=seed, device=device)
-        self.kind, self.image_size, self.latent_dim, self.base_channels = kind, image_size, latent_dim, base_channels
+        self.kind, self.work_size, self.latent_dim, self.base_channels = kind, work_size, latent_dim, base_channels
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
         self.flips, self.max_shift, self.texture_size = flips, max_shift, texture_size
         self.spectral_norm, self.sample_every = spectral_norm, sample_every
@@ -310,19 +108,19 @@ class _GANDetector(AnomalyDetector):
     @property
     def _view_size(self) -> int:
         """Side the images are resized to: the generator's size, or the zoomed texture size."""
-        return self.texture_size if self.kind == "texture" else self.image_size
+        return self.texture_size if self.kind == "texture" else self.work_size
 
     def _view(self, images: torch.Tensor) -> torch.Tensor:
         return F.interpolate(images, size=(self._view_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> non-overlapping generator-sized patches (N * k * k, 3, s, s), row-major."""
-        view, s = self._view(images), self.image_size
+        view, s = self._view(images), self.work_size
         return view.unfold(2, s, s).unfold(3, s, s).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, s, s)
 
     def _assemble(self, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Inverse of :meth:`_patches`: (N * k * k, C, s, s) -> (N, C, H, W) at the input ``size``."""
-        k, s, channels = self._view_size // self.image_size, self.image_size, patches.shape[1]
+        k, s, channels = self._view_size // self.work_size, self.work_size, patches.shape[1]
         view = patches.reshape(-1, k, k, channels, s, s).permute(0, 3, 1, 4, 2, 5).reshape(-1, channels, k * s, k * s)
         return F.interpolate(view, size=size, mode="bilinear", antialias=True, align_corners=False)
 
@@ -331,11 +129,10 @@ class _GANDetector(AnomalyDetector):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}; "
                              "use data.category_info(category).kind")
-        if self.image_size < 8 or self.image_size & (self.image_size - 1):
-            raise ValueError(f"image_size must be a power of two >= 8, got {self.image_size}")
-        if self.kind == "texture" and self.texture_size % self.image_size:
-            raise ValueError(f"texture_size {self.texture_size} must be a multiple of image_size "
-                             f"{self.image_size} so the patches tile the zoomed texture")
+        check_work_size(self.work_size)
+        if self.kind == "texture" and self.texture_size % self.work_size:
+            raise ValueError(f"texture_size {self.texture_size} must be a multiple of work_size "
+                             f"{self.work_size} so the patches tile the zoomed texture")
         for name in ("epochs", "batch_size", "sample_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -358,19 +155,19 @@ class _GANDetector(AnomalyDetector):
 
         Returns
         -------
-        ndarray of shape (N, 3, image_size, image_size), float32 in [0, 1]
+        ndarray of shape (N, 3, work_size, work_size), float32 in [0, 1]
         """
         self._check_settings()
         pool = self._training_pool(as_images(images))
-        return random_crops(pool, self.image_size, flips=self.flips, generator=torch.Generator().manual_seed(seed)).numpy()
+        return random_crops(pool, self.work_size, flips=self.flips, generator=torch.Generator().manual_seed(seed)).numpy()
 
     def _fit_gan(self, images: torch.Tensor) -> None:
         self._check_settings()
         pool = self._training_pool(images)
-        with _seeded(self.seed):
-            self.generator_ = Generator(latent_dim=self.latent_dim, image_size=self.image_size,
+        with seeded(self.seed):
+            self.generator_ = Generator(latent_dim=self.latent_dim, work_size=self.work_size,
                                         base_channels=self.base_channels)
-            self.discriminator_ = Discriminator(image_size=self.image_size, base_channels=self.base_channels,
+            self.discriminator_ = Discriminator(work_size=self.work_size, base_channels=self.base_channels,
                                                 spectral_norm=self.spectral_norm)
         history = train_dcgan(self.generator_, self.discriminator_, pool, epochs=self.epochs,
                               batch_size=self.batch_size, learning_rate=self.learning_rate, flips=self.flips,
@@ -433,10 +230,12 @@ class _GANDetector(AnomalyDetector):
 
 
 _SHARED_PARAMETERS = """kind : {"object", "texture"}, default="object"
-        Objects are resized to ``image_size``; textures are zoomed to ``texture_size``, trained
-        on random ``image_size`` crops and scored as non-overlapping patches (stride = size).
-    image_size : int, default=128
-        Side of the generated images, a power of two >= 8 (paper: 128).
+        Objects are resized to ``work_size``; textures are zoomed to ``texture_size``, trained
+        on random ``work_size`` crops and scored as non-overlapping patches (stride = size).
+    work_size : int, default=128
+        The networks' internal side: the side of the generated images and of the patches
+        scored, a power of two >= 8 (paper: 128). Not the side the images arrive at: maps
+        come back at the input resolution.
     latent_dim : int, default=64
         Size of the latent code (paper: 64).
     base_channels : int, default=32
@@ -447,9 +246,9 @@ _SHARED_PARAMETERS = """kind : {"object", "texture"}, default="object"
         Random horizontal and vertical flips during training; set True only where a flipped
         normal image is still normal (bottle, carpet: yes; transistor: no).
     max_shift : int, default=4
-        Objects: random translations of up to this many pixels at ``image_size``.
+        Objects: random translations of up to this many pixels at ``work_size``.
     texture_size : int, default=512
-        Textures: side they are zoomed to, a multiple of ``image_size`` (paper: 512).
+        Textures: side they are zoomed to, a multiple of ``work_size`` (paper: 512).
     spectral_norm : bool, default=True
         Spectrally normalise the discriminator (the stabiliser); False gives the plain DCGAN.
     sample_every : int, default=5
@@ -460,8 +259,8 @@ _SHARED_PARAMETERS = """kind : {"object", "texture"}, default="object"
 _SHARED_ATTRIBUTES = """generator_, discriminator_ : Generator, Discriminator
         The trained, frozen DCGAN.
     history_ : dict of str to list of float
-        ``"d_loss"``, ``"g_loss"``, ``"d_real"`` per epoch (:func:`train_dcgan`).
-    sample_grids_ : list of ndarray of shape (16, 3, image_size, image_size), uint8
+        ``"d_loss"``, ``"g_loss"``, ``"d_real"`` per epoch (:func:`~mvtec_tutorial.models.anogan_networks.train_dcgan`).
+    sample_grids_ : list of ndarray of shape (16, 3, work_size, work_size), uint8
         The same 16 latent codes drawn at each of ``sample_epochs_`` (epoch 0 = untrained)."""
 
 
@@ -495,19 +294,19 @@ class AnoGAN(_GANDetector):
     --------
     >>> import torch
     >>> normal = torch.rand(8, 3, 32, 32) * 0.1 + 0.5
-    >>> model = AnoGAN(image_size=16, base_channels=4, epochs=1, search_steps=5).fit(normal, progress=False)
+    >>> model = AnoGAN(work_size=16, base_channels=4, epochs=1, search_steps=5).fit(normal, progress=False)
     >>> maps, scores = model.predict(normal[:2])
     >>> maps.shape, scores.shape, model.search_trace(normal[:2]).shape
     ((2, 32, 32), (2,), (6, 2))
     """
 
-    def __init__(self, *, kind: str = "object", image_size: int = IMAGE_SIZE, latent_dim: int = LATENT_DIM,
+    def __init__(self, *, kind: str = "object", work_size: int = WORK_SIZE, latent_dim: int = LATENT_DIM,
                  base_channels: int = 32, epochs: int = 100, batch_size: int = 32, learning_rate: float = 2e-4,
                  flips: bool = False, max_shift: int = 4, texture_size: int = TEXTURE_SIZE,
                  spectral_norm: bool = True, sample_every: int = 5, search_steps: int = 300,
                  search_learning_rate: float = 0.02, feature_weight: float = 0.1, seed: int = 0,
                  device: str | torch.device | None = None) -> None:
-        super().__init__(kind=kind, image_size=image_size, latent_dim=latent_dim, base_channels=base_channels,
+        super().__init__(kind=kind, work_size=work_size, latent_dim=latent_dim, base_channels=base_channels,
                          epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, flips=flips,
                          max_shift=max_shift, texture_size=texture_size, spectral_norm=spectral_norm,
                          sample_every=sample_every, seed=seed, device=device)
@@ -569,7 +368,7 @@ class FAnoGAN(_GANDetector):
         Weight of the discriminator-feature term in the izi_f loss and the score (paper: 1).
     pretrained : AnoGAN or FAnoGAN, optional
         A fitted model whose generator and discriminator are reused (copied) instead of training a
-        new DCGAN; its kind, image_size, latent_dim, base_channels and texture_size must equal
+        new DCGAN; its kind, work_size, latent_dim, base_channels and texture_size must equal
         this model's. The GAN training settings here are then unused.
 
     Attributes
@@ -591,19 +390,19 @@ class FAnoGAN(_GANDetector):
     --------
     >>> import torch
     >>> normal = torch.rand(8, 3, 32, 32) * 0.1 + 0.5
-    >>> model = FAnoGAN(image_size=16, base_channels=4, epochs=1, encoder_epochs=1).fit(normal, progress=False)
+    >>> model = FAnoGAN(work_size=16, base_channels=4, epochs=1, encoder_epochs=1).fit(normal, progress=False)
     >>> maps, scores = model.predict(normal[:2])
     >>> maps.shape, scores.shape
     ((2, 32, 32), (2,))
     """
 
-    def __init__(self, *, kind: str = "object", image_size: int = IMAGE_SIZE, latent_dim: int = LATENT_DIM,
+    def __init__(self, *, kind: str = "object", work_size: int = WORK_SIZE, latent_dim: int = LATENT_DIM,
                  base_channels: int = 32, epochs: int = 100, batch_size: int = 32, learning_rate: float = 2e-4,
                  flips: bool = False, max_shift: int = 4, texture_size: int = TEXTURE_SIZE,
                  spectral_norm: bool = True, sample_every: int = 5, encoder_epochs: int = 100,
                  encoder_learning_rate: float = 1e-3, kappa: float = 1.0, pretrained: _GANDetector | None = None,
                  seed: int = 0, device: str | torch.device | None = None) -> None:
-        super().__init__(kind=kind, image_size=image_size, latent_dim=latent_dim, base_channels=base_channels,
+        super().__init__(kind=kind, work_size=work_size, latent_dim=latent_dim, base_channels=base_channels,
                          epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, flips=flips,
                          max_shift=max_shift, texture_size=texture_size, spectral_norm=spectral_norm,
                          sample_every=sample_every, seed=seed, device=device)
@@ -614,7 +413,7 @@ class FAnoGAN(_GANDetector):
         if not hasattr(source, "generator_"):
             raise ValueError(f"pretrained {type(source).__name__} is not fitted; fit it first or pass pretrained=None")
         differing = [f"{name}={getattr(source, name)!r} (here {getattr(self, name)!r})"
-                     for name in ("kind", "image_size", "latent_dim", "base_channels", "texture_size")
+                     for name in ("kind", "work_size", "latent_dim", "base_channels", "texture_size")
                      if getattr(source, name) != getattr(self, name)]
         if differing:
             raise ValueError(f"pretrained model has {', '.join(differing)}; construct FAnoGAN with the same settings")
@@ -629,13 +428,13 @@ class FAnoGAN(_GANDetector):
         else:
             self._reuse_gan(self.pretrained)
         pool = self._training_pool(images)
-        with _seeded(self.seed):
-            self.encoder_ = Encoder(latent_dim=self.latent_dim, image_size=self.image_size,
+        with seeded(self.seed):
+            self.encoder_ = Encoder(latent_dim=self.latent_dim, work_size=self.work_size,
                                     base_channels=self.base_channels)
         crop_rng = torch.Generator().manual_seed(self.seed)
 
         def izi_f_loss(encoder: Encoder, batch: list[torch.Tensor]) -> torch.Tensor:
-            images = random_crops(batch[0], self.image_size, flips=self.flips, generator=crop_rng)
+            images = random_crops(batch[0], self.work_size, flips=self.flips, generator=crop_rng)
             return self._score(images, self.generator_(encoder(images))).mean()
 
         loader = DataLoader(TensorDataset(pool), batch_size=self.batch_size, shuffle=True,
@@ -687,7 +486,7 @@ def recommended_settings(kind: str, *, method: str = "anogan", schedule: str = "
     if method not in steps:
         raise ValueError(f"unknown method {method!r}; use one of {tuple(steps)}")
     schedules = {"cpu": CPU_SETTINGS, "paper": {},
-                 "quick": dict(image_size=16, base_channels=4, epochs=1, texture_size=64)}
+                 "quick": dict(work_size=16, base_channels=4, epochs=1, texture_size=64)}
     if schedule not in schedules:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {tuple(schedules)}")
     name, full, smoke = steps[method]
