@@ -5,20 +5,18 @@ upsampled to the finest grid and concatenated, then a random subset of the chann
 estimates, at every grid position, the mean and covariance of the normal embeddings; predicting
 scores each patch by its Mahalanobis distance to the Gaussian of its position.
 
-The two feature helpers here, :func:`align_and_concatenate` and :func:`to_anomaly_maps`, are
-shared with :mod:`mvtec_tutorial.models.patchcore`, which builds on PaDiM's embedding.
+The feature helpers it shares with :mod:`mvtec_tutorial.models.patchcore`
+(:func:`~mvtec_tutorial.backbones.align_and_concatenate`, :func:`~mvtec_tutorial.backbones.to_anomaly_maps`)
+live in :mod:`mvtec_tutorial.backbones`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
-from mvtec_tutorial.backbones import FeatureExtractor
+from mvtec_tutorial.backbones import SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate, to_anomaly_maps
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
@@ -29,63 +27,10 @@ PADIM_LAYERS = {"efficientnet_lite0": ("block2", "block4", "block10"),
 N_FEATURES = 100
 #: Covariance regulariser epsilon * I, epsilon = 0.01, which makes it invertible (Sec. 3.2).
 COVARIANCE_REGULARIZATION = 0.01
-#: Standard deviation (pixels) of the Gaussian that smooths the upsampled map, as in the
-#: reference implementations of PaDiM and PatchCore (sigma = 4).
-SMOOTHING_SIGMA = 4.0
 #: Grid positions per chunk when fitting Gaussians and images per chunk when scoring: bounds the
 #: work arrays to about 100 MB at d = 100 and 167 training images.
 _POSITIONS_PER_CHUNK = 512
 _IMAGES_PER_CHUNK = 16
-
-
-def align_and_concatenate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Upsample feature maps to the finest grid among them and stack their channels.
-
-    Parameters
-    ----------
-    maps : sequence of torch.Tensor of shape (N, C_i, h_i, w_i)
-        Feature maps of the same images from different layers.
-
-    Returns
-    -------
-    torch.Tensor of shape (N, sum C_i, h, w)
-        ``(h, w)`` is the largest grid; coarser maps are upsampled bilinearly, so every position
-        holds the features of all layers for the same image patch (Defard et al., Sec. 3.1).
-
-    Examples
-    --------
-    >>> align_and_concatenate([torch.zeros(2, 3, 8, 8), torch.ones(2, 5, 4, 4)]).shape
-    torch.Size([2, 8, 8, 8])
-    """
-    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    return torch.cat([m if m.shape[-2:] == size else
-                      F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
-                      for m in maps], dim=1)
-
-
-def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
-                    sigma: float = SMOOTHING_SIGMA) -> np.ndarray:
-    """Turn patch scores on the feature grid into smooth maps at the image resolution.
-
-    Parameters
-    ----------
-    patch_scores : torch.Tensor of shape (N, h, w)
-        One score per grid position; higher = more anomalous.
-    image_size : (H, W)
-        Resolution of the input images.
-    sigma : float, default=4.0, keyword-only
-        Standard deviation in pixels of the Gaussian smoothing; 0 disables it.
-
-    Returns
-    -------
-    ndarray of shape (N, H, W), float32
-        Bilinearly upsampled, then Gaussian-smoothed maps.
-    """
-    maps = F.interpolate(patch_scores[:, None].float(), size=tuple(image_size), mode="bilinear",
-                         align_corners=False)[:, 0].cpu().numpy()
-    if sigma > 0:
-        maps = np.stack([ndimage.gaussian_filter(m, sigma) for m in maps])
-    return maps.astype(np.float32)
 
 
 def fit_gaussians(embeddings: torch.Tensor, *, regularization: float = COVARIANCE_REGULARIZATION

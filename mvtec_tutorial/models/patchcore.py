@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mvtec_tutorial.backbones import DEFAULT_LAYERS, FeatureExtractor
+from mvtec_tutorial.backbones import DEFAULT_LAYERS, SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate, to_anomaly_maps
 from mvtec_tutorial.models.base import AnomalyDetector
-from mvtec_tutorial.models.padim import SMOOTHING_SIGMA, align_and_concatenate, to_anomaly_maps
 
 #: Fraction of the memory bank kept by the coreset. The paper reports 25%, 10% and 1%
 #: (Roth et al., Table 1); 1% loses little and makes the greedy loop and the search 10x cheaper on CPU.

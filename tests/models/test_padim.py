@@ -7,7 +7,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from sklearn.metrics import roc_auc_score
 
 from mvtec_tutorial.models.base import NotFittedError
-from mvtec_tutorial.models.padim import PaDiM, align_and_concatenate, fit_gaussians, mahalanobis, to_anomaly_maps
+from mvtec_tutorial.models.padim import PaDiM, fit_gaussians, mahalanobis
 
 SIZE = 64
 @pytest.fixture(scope="module")
@@ -45,25 +45,6 @@ def test_mahalanobis_is_chunk_independent():
 def test_fit_gaussians_needs_two_images():
     with pytest.raises(ValueError, match="at least 2 images, got 1"):
         fit_gaussians(torch.zeros(1, 3, 4))
-
-
-def test_align_and_concatenate_keeps_finest_grid_and_channel_order():
-    fine = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    coarse = torch.full((2, 1, 2, 2), 7.0)  # a constant map stays constant when upsampled
-    out = align_and_concatenate([coarse, fine])
-    assert out.shape == (2, 4, 4, 4)
-    torch.testing.assert_close(out[:, 0], torch.full((2, 4, 4), 7.0))
-    torch.testing.assert_close(out[:, 1:], fine)
-
-
-def test_to_anomaly_maps_upsamples_and_smooths():
-    patch_scores = torch.zeros(1, 4, 4)
-    patch_scores[0, 1, 2] = 1.0
-    sharp = to_anomaly_maps(patch_scores, (32, 32), sigma=0)
-    smooth = to_anomaly_maps(patch_scores, (32, 32), sigma=4)
-    assert sharp.dtype == smooth.dtype == np.float32 and sharp.shape == (1, 32, 32)
-    assert np.unravel_index(sharp[0].argmax(), (32, 32)) in {(11, 19), (11, 20), (12, 19), (12, 20)}
-    assert smooth.max() < sharp.max() and smooth.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # smoothing keeps mass
 
 
 # ----------------------------------------------------------------------------- method
