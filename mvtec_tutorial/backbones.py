@@ -9,8 +9,9 @@ ResNet) gets its network here:
   only when asked (``download=True``).
 - :class:`FeatureExtractor` and :func:`pooled_features`: named intermediate feature maps of either
   network, with the input normalisation the weights were trained with built in.
-- :func:`align_and_concatenate` and :func:`to_anomaly_maps`: the feature-map helpers PaDiM and
-  PatchCore share (layers onto one grid; patch scores to smooth image-sized maps).
+- :func:`local_average`, :func:`align_and_concatenate` and :func:`to_anomaly_maps`: the feature-map
+  helpers PaDiM and PatchCore share (neighbourhood averaging; layers onto one grid; patch scores
+  to smooth image-sized maps).
 
 Weights never change silently: a missing file is an error that says how to get it, and the
 alternatives (``allow_offline_fallback=True``, ``pretrained=False``) are choices the caller makes.
@@ -562,3 +563,36 @@ def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
     if sigma > 0:
         maps = np.stack([ndimage.gaussian_filter(m, sigma) for m in maps])
     return maps.astype(np.float32)
+
+
+def local_average(feature_map: torch.Tensor, size: int) -> torch.Tensor:
+    """Average every position of a feature map over its ``size x size`` neighbourhood (stride 1).
+
+    Parameters
+    ----------
+    feature_map : torch.Tensor of shape (N, C, h, w)
+    size : int
+        ``p``, the neighbourhood side: a positive odd number; 1 returns the map unchanged.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, C, h, w)
+        Each position holds the mean over the positions of its neighbourhood that exist (at the
+        border fewer are averaged: no zero padding leaks in). This is PatchCore's locally aware
+        patch feature (Roth et al., Sec. 3.1, eq. 2, with average pooling as the aggregation).
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is not a positive odd number.
+
+    Examples
+    --------
+    >>> local_average(torch.tensor([[[[0.0, 3.0, 0.0]]]]), 3)
+    tensor([[[[1.5000, 1.0000, 1.5000]]]])
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"the neighbourhood size must be a positive odd number, got {size}")
+    if size == 1:
+        return feature_map
+    return F.avg_pool2d(feature_map, size, stride=1, padding=size // 2, count_include_pad=False)

@@ -240,3 +240,16 @@ def test_to_anomaly_maps_upsamples_and_smooths():
     assert sharp.dtype == smooth.dtype == np.float32 and sharp.shape == (1, 32, 32)
     assert np.unravel_index(sharp[0].argmax(), (32, 32)) in {(11, 19), (11, 20), (12, 19), (12, 20)}
     assert smooth.max() < sharp.max() and smooth.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # smoothing keeps mass
+
+
+def test_local_average_is_the_mean_over_existing_neighbours():
+    feature_map = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    averaged = backbones.local_average(feature_map, 3)
+    expected = torch.empty_like(feature_map)
+    for row in range(5):
+        for col in range(6):
+            expected[..., row, col] = feature_map[..., max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].mean(dim=(-2, -1))
+    torch.testing.assert_close(averaged, expected)
+    assert backbones.local_average(feature_map, 1) is feature_map
+    with pytest.raises(ValueError, match="positive odd number"):
+        backbones.local_average(feature_map, 4)

@@ -16,7 +16,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from mvtec_tutorial.backbones import SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate, to_anomaly_maps
+from mvtec_tutorial.backbones import (SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate, local_average,
+                                      to_anomaly_maps)
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
@@ -25,12 +26,46 @@ PADIM_LAYERS = {"efficientnet_lite0": ("block2", "block4", "block10"),
                 "resnet18": ("layer1", "layer2", "layer3")}
 #: Embedding size kept after the random channel choice: d = 100 for ResNet-18 (Sec. 4.1).
 N_FEATURES = 100
+#: Neighbourhood size p: each layer's features are averaged over p x p positions before the
+#: Gaussians are fitted (1 = the paper's plain embedding).
+NEIGHBORHOOD_SIZE = 1
+#: Image score: None takes the map's maximum (the paper's); a fraction f takes the mean of the
+#: f * H * W highest map pixels, which one hot pixel moves less.
+TOP_K_FRACTION = None
 #: Covariance regulariser epsilon * I, epsilon = 0.01, which makes it invertible (Sec. 3.2).
 COVARIANCE_REGULARIZATION = 0.01
 #: Grid positions per chunk when fitting Gaussians and images per chunk when scoring: bounds the
 #: work arrays to about 100 MB at d = 100 and 167 training images.
 _POSITIONS_PER_CHUNK = 512
 _IMAGES_PER_CHUNK = 16
+
+
+def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = TOP_K_FRACTION) -> np.ndarray:
+    """One score per anomaly map: its maximum, or the mean of its highest pixels.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (N, H, W)
+    top_k_fraction : float in (0, 1] or None, default=None
+        None: the maximum. A fraction f: the mean of the ``max(1, round(f * H * W))`` highest pixels.
+
+    Returns
+    -------
+    ndarray of shape (N,), float32
+
+    Examples
+    --------
+    >>> maps = np.array([[[0.0, 1.0], [2.0, 9.0]]])
+    >>> scores_from_maps(maps).tolist(), scores_from_maps(maps, 0.5).tolist()
+    ([9.0], [5.5])
+    """
+    flat = maps.reshape(len(maps), -1)
+    if top_k_fraction is None:
+        return flat.max(axis=1).astype(np.float32)
+    if not 0 < top_k_fraction <= 1:
+        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
+    k = max(1, round(top_k_fraction * flat.shape[1]))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
 
 
 def fit_gaussians(embeddings: torch.Tensor, *, regularization: float = COVARIANCE_REGULARIZATION
@@ -115,6 +150,11 @@ class PaDiM(AnomalyDetector):
         Layers whose maps are concatenated; default :data:`PADIM_LAYERS` (strides 4, 8, 16).
     n_features : int, default=100
         Channels ``d`` kept, drawn at random without replacement from all concatenated channels.
+    neighborhood_size : int, default=1
+        ``p``: each layer's features are averaged over their p x p neighbourhood
+        (:func:`mvtec_tutorial.backbones.local_average`) before upsampling; odd; 1 disables it.
+    top_k_fraction : float in (0, 1] or None, default=None
+        Image score (:func:`scores_from_maps`): None the map's maximum, f the mean of its top f pixels.
     regularization : float, default=0.01
         ``epsilon`` in ``covariance + epsilon * I``.
     smoothing_sigma : float, default=4.0
@@ -142,7 +182,7 @@ class PaDiM(AnomalyDetector):
     -----
     Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
     Localization", ICPR 2020. The map is the Mahalanobis distance (eq. 2) upsampled to the input
-    and smoothed; the image score is its maximum.
+    and smoothed; the image score is its maximum (or the mean of its top pixels, ``top_k_fraction``).
 
     Memory: the model stores ``P * d * d`` float32 numbers, e.g. 64 * 64 positions (stride 4 on
     256-pixel images) * 100 * 100 * 4 bytes = 164 MB; fitting holds all training embeddings,
@@ -159,7 +199,8 @@ class PaDiM(AnomalyDetector):
     """
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", layers: Iterable[str] | None = None,
-                 n_features: int = N_FEATURES, regularization: float = COVARIANCE_REGULARIZATION,
+                 n_features: int = N_FEATURES, neighborhood_size: int = NEIGHBORHOOD_SIZE,
+                 top_k_fraction: float | None = TOP_K_FRACTION, regularization: float = COVARIANCE_REGULARIZATION,
                  smoothing_sigma: float = SMOOTHING_SIGMA, batch_size: int = 32,
                  allow_offline_fallback: bool = False, seed: int = 0,
                  device: str | torch.device | None = None) -> None:
@@ -167,12 +208,18 @@ class PaDiM(AnomalyDetector):
         self.backbone = backbone
         self.layers = layers
         self.n_features = n_features
+        self.neighborhood_size = neighborhood_size
+        self.top_k_fraction = top_k_fraction
         self.regularization = regularization
         self.smoothing_sigma = smoothing_sigma
         self.batch_size = batch_size
         self.allow_offline_fallback = allow_offline_fallback
 
     def _fit(self, images: torch.Tensor) -> None:
+        if self.neighborhood_size < 1 or self.neighborhood_size % 2 == 0:
+            raise ValueError(f"neighborhood_size must be a positive odd number, got {self.neighborhood_size}")
+        if self.top_k_fraction is not None and not 0 < self.top_k_fraction <= 1:
+            raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {self.top_k_fraction}")
         layers = PADIM_LAYERS.get(self.backbone) if self.layers is None else self.layers
         self.extractor_ = FeatureExtractor(self.backbone, layers=layers, device=self.device_,
                                            allow_offline_fallback=self.allow_offline_fallback)
@@ -191,8 +238,8 @@ class PaDiM(AnomalyDetector):
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, n_features, h, w) on ``device_``.
 
-        Channels are chosen per layer before upsampling: the same result as choosing them from the
-        upsampled concatenation (upsampling acts per channel), with less memory.
+        Channels are chosen per layer before averaging and upsampling: the same result as choosing
+        them from the upsampled concatenation (both act per channel), with less memory.
         """
         features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self.progress_)
         kept, offset = [], 0
@@ -200,7 +247,7 @@ class PaDiM(AnomalyDetector):
             n_channels = self.extractor_.channels[layer]
             in_layer = self.channel_indices_[(self.channel_indices_ >= offset)
                                              & (self.channel_indices_ < offset + n_channels)]
-            kept.append(features[layer][:, in_layer - offset].to(self.device_))
+            kept.append(local_average(features[layer][:, in_layer - offset].to(self.device_), self.neighborhood_size))
             offset += n_channels
         return align_and_concatenate(kept)
 
@@ -214,4 +261,4 @@ class PaDiM(AnomalyDetector):
             distances = mahalanobis(embeddings.flatten(2), self.mean_, self.inv_covariance_)
         maps = to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
                                sigma=self.smoothing_sigma)
-        return maps, maps.reshape(len(maps), -1).max(axis=1)
+        return maps, scores_from_maps(maps, self.top_k_fraction)

@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
+from mvtec_tutorial.backbones import local_average
 from mvtec_tutorial.models.base import NotFittedError
 from mvtec_tutorial.models.padim import PaDiM, fit_gaussians, mahalanobis
 
@@ -48,13 +50,34 @@ def test_fit_gaussians_needs_two_images():
 
 
 # ----------------------------------------------------------------------------- method
-def test_embedding_selects_the_same_channels_as_upsample_then_select(fitted, data):
-    """Choosing channels before upsampling (memory saving) equals the paper's order of operations."""
-    features = fitted.extractor_.extract(data[1], progress=False)
-    size = fitted.grid_size_
-    everything = torch.cat([F.interpolate(features[layer], size=size, mode="bilinear", align_corners=False)
-                            for layer in fitted.extractor_.layers], dim=1)
-    torch.testing.assert_close(fitted._embed(data[1]), everything[:, fitted.channel_indices_])
+@pytest.mark.parametrize("neighborhood_size", [1, 3])
+def test_embedding_selects_the_same_channels_as_average_upsample_then_select(data, neighborhood_size):
+    """Choosing channels before averaging and upsampling (memory saving) equals choosing them last."""
+    model = PaDiM(n_features=50, neighborhood_size=neighborhood_size, device="cpu").fit(data[0], progress=False)
+    features = model.extractor_.extract(data[1], progress=False)
+    everything = torch.cat([F.interpolate(local_average(features[layer], neighborhood_size), size=model.grid_size_,
+                                          mode="bilinear", align_corners=False)
+                            for layer in model.extractor_.layers], dim=1)
+    torch.testing.assert_close(model._embed(data[1]), everything[:, model.channel_indices_])
+
+
+def test_top_k_score_is_the_mean_of_the_highest_pixels(fitted, data):
+    maps, _ = fitted.predict(data[1])
+    top_k = clone(fitted).set_params(top_k_fraction=0.01).fit(data[0], progress=False)
+    _, scores = top_k.predict(data[1])
+    k = round(0.01 * SIZE * SIZE)
+    expected = np.sort(maps.reshape(len(maps), -1), axis=1)[:, -k:].mean(axis=1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    assert (scores <= maps.reshape(len(maps), -1).max(axis=1)).all()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"neighborhood_size": 2}, "neighborhood_size must be a positive odd number"),
+    ({"top_k_fraction": 0.0}, r"top_k_fraction must lie in \(0, 1\]"),
+])
+def test_invalid_options_raise(data, options, message):
+    with pytest.raises(ValueError, match=message):
+        PaDiM(device="cpu", **options).fit(data[0], progress=False)
 
 
 def test_fit_returns_self_and_learns_one_gaussian_per_position(data):
