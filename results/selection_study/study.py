@@ -10,7 +10,7 @@ every fit and prediction (:func:`memoise_features`); the detectors themselves ru
 Usage (from the repository root; resumes where ``--out`` stops)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python results/selection_study/study.py \\
-        --root /work/shared/mvtec_ad --out results/selection_study/study.csv [--data real|synthetic]
+        --root /work/shared/mvtec_ad --out results/selection_study/study.csv [--data real|synthetic] [--seeds 2]
     PYTHONPATH=$PWD python results/selection_study/study.py --summary results/selection_study/study.csv
 
 Rows of ``study.csv``: one per category, seed, method and configuration, with the protocol's metrics
@@ -83,7 +83,7 @@ def memoise_features() -> None:
 def categories(root: Path | None, which: str = "all") -> list[tuple[Path, str]]:
     """(root, category) of every real category under ``root`` and of the synthetic set.
 
-    ``which`` is "all", "real" or "synthetic" (two processes can share the work on two cores).
+    ``which`` is "all", "real" or "synthetic" (processes can share the work by data and seed).
     """
     real = sorted(p.name for p in root.iterdir() if (p / "train").is_dir()) if root else []
     synthetic_root = synthetic.make_dataset(settings.synthetic_root(), progress=False)
@@ -104,14 +104,14 @@ def measure(root: Path, category: str, seed: int, method: str, config: str, spli
     return row
 
 
-def run(root: Path | None, out: Path, which: str = "all") -> None:
+def run(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...] = SEEDS) -> None:
     """Measure every configuration, category and seed not yet in ``out``; append each row as it is done."""
     torch.set_num_threads(settings.BLAS_THREADS)
     memoise_features()
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["category", "seed", "method", "config"])
     done["data"] = done.get("data", pd.Series(dtype=str))
     finished = set(zip(done["data"], done["category"], done["seed"], done["method"], done["config"]))
-    for seed in SEEDS:
+    for seed in seeds:
         for data_root, category in categories(root, which):
             kind = "synthetic" if benchmark.is_synthetic(data_root, category) else "real"
             todo = [key for key in CONFIGS if (kind, category, seed, *key) not in finished]
@@ -123,6 +123,14 @@ def run(root: Path | None, out: Path, which: str = "all") -> None:
                 pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
                 print(f"{category:10s} seed {seed} {method:9s} {config:22s} " + " ".join(
                     f"{m} {row[m]:.3f}" for m in ("image_auroc", "pixel_auroc", "au_pro")), flush=True)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, index first (pandas' to_markdown needs tabulate)."""
+    lines = ["| " + " | ".join([frame.index.name or "", *map(str, frame.columns)]) + " |",
+             "|" + "---|" * (1 + len(frame.columns))]
+    lines += ["| " + " | ".join([str(index), *map(str, row)]) + " |" for index, row in zip(frame.index, frame.values)]
+    return "\n".join(lines)
 
 
 def summary(results: pd.DataFrame) -> str:
@@ -140,10 +148,10 @@ def summary(results: pd.DataFrame) -> str:
             table[f"{metric} mean over categories (worst category)"] = [
                 f"{overall.loc[c, (metric, 'mean')]:.3f} ({overall.loc[c, (metric, 'min')]:.3f})" for c in overall.index]
         parts.append(f"### {method}: mean over categories of the per-category mean over seeds\n\n"
-                     + table.sort_values(table.columns[0], ascending=False).to_markdown())
+                     + markdown_table(table.sort_values(table.columns[1 if method == "padim" else 0], ascending=False)))
         for metric in shown:
             cells = per_category[metric].apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack()
-            parts.append(f"### {method}: {metric}, mean ± std over seeds\n\n" + cells.to_markdown())
+            parts.append(f"### {method}: {metric}, mean ± std over seeds\n\n" + markdown_table(cells))
     n_seeds = results.groupby(["method", "config", "category"]).size()
     parts.append(f"Seeds per cell: {n_seeds.min()} to {n_seeds.max()}.")
     return "\n\n".join(parts)
@@ -155,12 +163,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study.csv"))
     parser.add_argument("--data", choices=("all", "real", "synthetic"), default="all",
                         help="measure only these categories (run two processes to use two cores)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="default: 0 1 2")
     parser.add_argument("--summary", type=Path, help="print the tables of this study.csv and stop")
     args = parser.parse_args()
     if args.summary:
         print(summary(pd.read_csv(args.summary)))
     else:
-        run(args.root, args.out, args.data)
+        run(args.root, args.out, args.data, tuple(args.seeds))
 
 
 if __name__ == "__main__":
