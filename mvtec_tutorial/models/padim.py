@@ -21,17 +21,24 @@ from mvtec_tutorial.backbones import (SMOOTHING_SIGMA, FeatureExtractor, align_a
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
-#: and the Lite0 blocks that end the stages of the same strides.
+#: and the Lite0 blocks that end the stages of the same strides. Kept by the selection study
+#: (results/selection_study: 6 categories x 3 seeds; the rule is the best mean over categories of
+#: the mean of image AUROC, pixel AUROC and AU-PRO): with the top-1 % image score these layers at
+#: p = 1 scored 0.981, ahead of block4 + block7 (0.980), block3 + block7 (0.979) and every p = 3
+#: variant (at most 0.979: the 3 x 3 average blurs the maps, AU-PRO falls by about 0.005 to 0.015).
 PADIM_LAYERS = {"efficientnet_lite0": ("block2", "block4", "block10"),
                 "resnet18": ("layer1", "layer2", "layer3")}
 #: Embedding size kept after the random channel choice: d = 100 for ResNet-18 (Sec. 4.1).
 N_FEATURES = 100
 #: Neighbourhood size p: each layer's features are averaged over p x p positions before the
-#: Gaussians are fitted (1 = the paper's plain embedding).
+#: Gaussians are fitted. 1 (the paper's plain embedding) won the selection study; p = 3 lifts
+#: transistor's image AUROC (0.973 to 0.987 with the top-1 % score) but costs localisation elsewhere.
 NEIGHBORHOOD_SIZE = 1
 #: Image score: None takes the map's maximum (the paper's); a fraction f takes the mean of the
-#: f * H * W highest map pixels, which one hot pixel moves less.
-TOP_K_FRACTION = None
+#: f * H * W highest map pixels, which one hot pixel moves less. The selection study chose 1 %: over
+#: 6 categories x 3 seeds it raised the mean image AUROC of the default layers from 0.989 to 0.994,
+#: most on transistor (0.944 to 0.973), and lowered no category's mean.
+TOP_K_FRACTION = 0.01
 #: Covariance regulariser epsilon * I, epsilon = 0.01, which makes it invertible (Sec. 3.2).
 COVARIANCE_REGULARIZATION = 0.01
 #: Grid positions per chunk when fitting Gaussians and images per chunk when scoring: bounds the
@@ -40,7 +47,7 @@ _POSITIONS_PER_CHUNK = 512
 _IMAGES_PER_CHUNK = 16
 
 
-def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = TOP_K_FRACTION) -> np.ndarray:
+def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = None) -> np.ndarray:
     """One score per anomaly map: its maximum, or the mean of its highest pixels.
 
     Parameters
@@ -153,8 +160,9 @@ class PaDiM(AnomalyDetector):
     neighborhood_size : int, default=1
         ``p``: each layer's features are averaged over their p x p neighbourhood
         (:func:`mvtec_tutorial.backbones.local_average`) before upsampling; odd; 1 disables it.
-    top_k_fraction : float in (0, 1] or None, default=None
-        Image score (:func:`scores_from_maps`): None the map's maximum, f the mean of its top f pixels.
+    top_k_fraction : float in (0, 1] or None, default=0.01
+        Image score (:func:`scores_from_maps`): None the map's maximum (the paper's), f the mean of
+        its top f pixels (the selection study's choice, :data:`TOP_K_FRACTION`).
     regularization : float, default=0.01
         ``epsilon`` in ``covariance + epsilon * I``.
     smoothing_sigma : float, default=4.0
@@ -182,7 +190,8 @@ class PaDiM(AnomalyDetector):
     -----
     Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
     Localization", ICPR 2020. The map is the Mahalanobis distance (eq. 2) upsampled to the input
-    and smoothed; the image score is its maximum (or the mean of its top pixels, ``top_k_fraction``).
+    and smoothed; the image score is the mean of its top 1 % pixels (``top_k_fraction``; the paper
+    takes the maximum, ``top_k_fraction=None``).
 
     Memory: the model stores ``P * d * d`` float32 numbers, e.g. 64 * 64 positions (stride 4 on
     256-pixel images) * 100 * 100 * 4 bytes = 164 MB; fitting holds all training embeddings,

@@ -19,7 +19,11 @@ from mvtec_tutorial.backbones import (DEFAULT_LAYERS, SMOOTHING_SIGMA, FeatureEx
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: Fraction of the memory bank kept by the coreset. The paper reports 25%, 10% and 1%
-#: (Roth et al., Table 1); 1% loses little and makes the greedy loop and the search 10x cheaper on CPU.
+#: (Roth et al., Table 1). The selection study (results/selection_study: 6 categories x 3 seeds;
+#: the rule is the best mean over categories of the mean of image AUROC, pixel AUROC and AU-PRO)
+#: kept a greedy 1 % coreset: it scored 0.973, as did a greedy 10 % coreset (32-dimensional
+#: projection) at about ten times the selection time, and a random 10 % subset 0.970, the lowest on
+#: transistor. 1 % also keeps the greedy loop and the search 10x cheaper on CPU.
 CORESET_RATIO = 0.01
 #: How the coreset is chosen: "greedy" (farthest-point selection, Sec. 3.2) or "random" (a uniform
 #: random subset, the baseline the paper compares the greedy coreset with, Fig. 5).
