@@ -144,11 +144,16 @@ def summary(results: pd.DataFrame) -> str:
         per_category = rows.groupby(["config", "category"])[shown].agg(["mean", "std"])
         overall = rows.groupby(["config", "category"])[shown].mean().groupby("config").agg(["mean", "min"])
         table = pd.DataFrame(index=overall.index)
+        means = rows.groupby(["config", "category"])[shown].mean()
+        for score in [m for m in shown if m.startswith("image_auroc")]:
+            # the selection rule: mean over categories of the mean of the three threshold-free metrics
+            rule = means[[score, "pixel_auroc", "au_pro"]].mean(axis=1).groupby("config").mean()
+            table[f"rule score with {score}"] = rule.map("{:.4f}".format)
         for metric in shown:
             table[f"{metric} mean over categories (worst category)"] = [
                 f"{overall.loc[c, (metric, 'mean')]:.3f} ({overall.loc[c, (metric, 'min')]:.3f})" for c in overall.index]
         parts.append(f"### {method}: mean over categories of the per-category mean over seeds\n\n"
-                     + markdown_table(table.sort_values(table.columns[1 if method == "padim" else 0], ascending=False)))
+                     + markdown_table(table.sort_values([c for c in table.columns if c.startswith("rule")][-1], ascending=False)))
         for metric in shown:
             cells = per_category[metric].apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack()
             parts.append(f"### {method}: {metric}, mean ± std over seeds\n\n" + markdown_table(cells))
