@@ -9,6 +9,9 @@ ResNet) gets its network here:
   only when asked (``download=True``).
 - :class:`FeatureExtractor` and :func:`pooled_features`: named intermediate feature maps of either
   network, with the input normalisation the weights were trained with built in.
+- :func:`local_average`, :func:`align_and_concatenate` and :func:`to_anomaly_maps`: the feature-map
+  helpers PaDiM and PatchCore share (neighbourhood averaging; layers onto one grid; patch scores
+  to smooth image-sized maps).
 
 Weights never change silently: a missing file is an error that says how to get it, and the
 alternatives (``allow_offline_fallback=True``, ``pretrained=False``) are choices the caller makes.
@@ -20,11 +23,14 @@ import hashlib
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 import torchvision
+from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -81,6 +87,9 @@ LAYERS: dict[str, dict[str, tuple[int, int | None]]] = {
 #: Layers used when none are named: two mid-level maps, strides 8 and 16, as PaDiM/PatchCore use.
 DEFAULT_LAYERS = {"efficientnet_lite0": ("block4", "block10"), "resnet18": ("layer2", "layer3")}
 #: After an offline fallback each ResNet-18 layer is replaced by the Lite0 layer of equal stride.
+#: Standard deviation (pixels) of the Gaussian that smooths the upsampled anomaly map, as in the
+#: reference implementations of PaDiM and PatchCore (sigma = 4).
+SMOOTHING_SIGMA = 4.0
 RESNET18_TO_LITE0 = {"stem": "stem", "layer1": "block2", "layer2": "block4", "layer3": "block10",
                      "layer4": "block15", "avgpool": "avgpool"}
 
@@ -504,3 +513,86 @@ def pooled_features(images: Any, *, backbone: str = "efficientnet_lite0", batch_
     extractor = FeatureExtractor(backbone, layers=("avgpool",), device=device,
                                  allow_offline_fallback=allow_offline_fallback)
     return extractor.extract(images, batch_size=batch_size, progress=progress)["avgpool"]
+
+
+def align_and_concatenate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Upsample feature maps to the finest grid among them and stack their channels.
+
+    Parameters
+    ----------
+    maps : sequence of torch.Tensor of shape (N, C_i, h_i, w_i)
+        Feature maps of the same images from different layers.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, sum C_i, h, w)
+        ``(h, w)`` is the largest grid; coarser maps are upsampled bilinearly, so every position
+        holds the features of all layers for the same image patch (Defard et al., Sec. 3.1).
+
+    Examples
+    --------
+    >>> align_and_concatenate([torch.zeros(2, 3, 8, 8), torch.ones(2, 5, 4, 4)]).shape
+    torch.Size([2, 8, 8, 8])
+    """
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return torch.cat([m if m.shape[-2:] == size else
+                      F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+                      for m in maps], dim=1)
+
+
+def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
+                    sigma: float = SMOOTHING_SIGMA) -> np.ndarray:
+    """Turn patch scores on the feature grid into smooth maps at the image resolution.
+
+    Parameters
+    ----------
+    patch_scores : torch.Tensor of shape (N, h, w)
+        One score per grid position; higher = more anomalous.
+    image_size : (H, W)
+        Resolution of the input images.
+    sigma : float, default=4.0, keyword-only
+        Standard deviation in pixels of the Gaussian smoothing; 0 disables it.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W), float32
+        Bilinearly upsampled, then Gaussian-smoothed maps.
+    """
+    maps = F.interpolate(patch_scores[:, None].float(), size=tuple(image_size), mode="bilinear",
+                         align_corners=False)[:, 0].cpu().numpy()
+    if sigma > 0:
+        maps = np.stack([ndimage.gaussian_filter(m, sigma) for m in maps])
+    return maps.astype(np.float32)
+
+
+def local_average(feature_map: torch.Tensor, size: int) -> torch.Tensor:
+    """Average every position of a feature map over its ``size x size`` neighbourhood (stride 1).
+
+    Parameters
+    ----------
+    feature_map : torch.Tensor of shape (N, C, h, w)
+    size : int
+        ``p``, the neighbourhood side: a positive odd number; 1 returns the map unchanged.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, C, h, w)
+        Each position holds the mean over the positions of its neighbourhood that exist (at the
+        border fewer are averaged: no zero padding leaks in). This is PatchCore's locally aware
+        patch feature (Roth et al., Sec. 3.1, eq. 2, with average pooling as the aggregation).
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is not a positive odd number.
+
+    Examples
+    --------
+    >>> local_average(torch.tensor([[[[0.0, 3.0, 0.0]]]]), 3)
+    tensor([[[[1.5000, 1.0000, 1.5000]]]])
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"the neighbourhood size must be a positive odd number, got {size}")
+    if size == 1:
+        return feature_map
+    return F.avg_pool2d(feature_map, size, stride=1, padding=size // 2, count_include_pad=False)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 import torchvision
 
 from mvtec_tutorial import backbones
-from mvtec_tutorial.backbones import (LAYERS, EfficientNetLite0, FeatureExtractor, efficientnet_lite0,
-                                      input_normalization, pooled_features, resnet18)
+from mvtec_tutorial.backbones import (LAYERS, EfficientNetLite0, FeatureExtractor, align_and_concatenate,
+                                      efficientnet_lite0, input_normalization, pooled_features, resnet18,
+                                      to_anomaly_maps)
 
 CATEGORIES = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -219,3 +220,36 @@ def test_cuda_matches_cpu(monkeypatch):
     for layer in on_cpu:
         assert on_cuda[layer].device.type == "cpu"
         torch.testing.assert_close(on_cuda[layer], on_cpu[layer], rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- shared feature helpers
+def test_align_and_concatenate_keeps_finest_grid_and_channel_order():
+    fine = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    coarse = torch.full((2, 1, 2, 2), 7.0)  # a constant map stays constant when upsampled
+    out = align_and_concatenate([coarse, fine])
+    assert out.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(out[:, 0], torch.full((2, 4, 4), 7.0))
+    torch.testing.assert_close(out[:, 1:], fine)
+
+
+def test_to_anomaly_maps_upsamples_and_smooths():
+    patch_scores = torch.zeros(1, 4, 4)
+    patch_scores[0, 1, 2] = 1.0
+    sharp = to_anomaly_maps(patch_scores, (32, 32), sigma=0)
+    smooth = to_anomaly_maps(patch_scores, (32, 32), sigma=4)
+    assert sharp.dtype == smooth.dtype == np.float32 and sharp.shape == (1, 32, 32)
+    assert np.unravel_index(sharp[0].argmax(), (32, 32)) in {(11, 19), (11, 20), (12, 19), (12, 20)}
+    assert smooth.max() < sharp.max() and smooth.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # smoothing keeps mass
+
+
+def test_local_average_is_the_mean_over_existing_neighbours():
+    feature_map = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    averaged = backbones.local_average(feature_map, 3)
+    expected = torch.empty_like(feature_map)
+    for row in range(5):
+        for col in range(6):
+            expected[..., row, col] = feature_map[..., max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].mean(dim=(-2, -1))
+    torch.testing.assert_close(averaged, expected)
+    assert backbones.local_average(feature_map, 1) is feature_map
+    with pytest.raises(ValueError, match="positive odd number"):
+        backbones.local_average(feature_map, 4)

@@ -5,87 +5,74 @@ upsampled to the finest grid and concatenated, then a random subset of the chann
 estimates, at every grid position, the mean and covariance of the normal embeddings; predicting
 scores each patch by its Mahalanobis distance to the Gaussian of its position.
 
-The two feature helpers here, :func:`align_and_concatenate` and :func:`to_anomaly_maps`, are
-shared with :mod:`mvtec_tutorial.models.patchcore`, which builds on PaDiM's embedding.
+The feature helpers it shares with :mod:`mvtec_tutorial.models.patchcore`
+(:func:`~mvtec_tutorial.backbones.align_and_concatenate`, :func:`~mvtec_tutorial.backbones.to_anomaly_maps`)
+live in :mod:`mvtec_tutorial.backbones`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
-from mvtec_tutorial.backbones import FeatureExtractor
+from mvtec_tutorial.backbones import (SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate, local_average,
+                                      to_anomaly_maps)
 from mvtec_tutorial.models.base import AnomalyDetector
 
 #: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
-#: and the Lite0 blocks that end the stages of the same strides.
+#: and the Lite0 blocks that end the stages of the same strides. Kept by the selection study
+#: (results/selection_study: 6 categories x 3 seeds; the rule is the best mean over categories of
+#: the mean of image AUROC, pixel AUROC and AU-PRO): with the top-1 % image score these layers at
+#: p = 1 scored 0.981, ahead of block4 + block7 (0.980), block3 + block7 (0.979) and every p = 3
+#: variant (at most 0.979: the 3 x 3 average blurs the maps, AU-PRO falls by about 0.005 to 0.015).
 PADIM_LAYERS = {"efficientnet_lite0": ("block2", "block4", "block10"),
                 "resnet18": ("layer1", "layer2", "layer3")}
 #: Embedding size kept after the random channel choice: d = 100 for ResNet-18 (Sec. 4.1).
 N_FEATURES = 100
+#: Neighbourhood size p: each layer's features are averaged over p x p positions before the
+#: Gaussians are fitted. 1 (the paper's plain embedding) won the selection study; p = 3 lifts
+#: transistor's image AUROC (0.973 to 0.988 with the top-1 % score) but costs localisation elsewhere.
+NEIGHBORHOOD_SIZE = 1
+#: Image score: None takes the map's maximum (the paper's); a fraction f takes the mean of the
+#: f * H * W highest map pixels, which one hot pixel moves less. The selection study chose 1 %: over
+#: 6 categories x 3 seeds it raised the mean image AUROC of the default layers from 0.989 to 0.994,
+#: most on transistor (0.944 to 0.973), and lowered no category's mean.
+TOP_K_FRACTION = 0.01
 #: Covariance regulariser epsilon * I, epsilon = 0.01, which makes it invertible (Sec. 3.2).
 COVARIANCE_REGULARIZATION = 0.01
-#: Standard deviation (pixels) of the Gaussian that smooths the upsampled map, as in the
-#: reference implementations of PaDiM and PatchCore (sigma = 4).
-SMOOTHING_SIGMA = 4.0
 #: Grid positions per chunk when fitting Gaussians and images per chunk when scoring: bounds the
 #: work arrays to about 100 MB at d = 100 and 167 training images.
 _POSITIONS_PER_CHUNK = 512
 _IMAGES_PER_CHUNK = 16
 
 
-def align_and_concatenate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Upsample feature maps to the finest grid among them and stack their channels.
+def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = None) -> np.ndarray:
+    """One score per anomaly map: its maximum, or the mean of its highest pixels.
 
     Parameters
     ----------
-    maps : sequence of torch.Tensor of shape (N, C_i, h_i, w_i)
-        Feature maps of the same images from different layers.
+    maps : ndarray of shape (N, H, W)
+    top_k_fraction : float in (0, 1] or None, default=None
+        None: the maximum. A fraction f: the mean of the ``max(1, round(f * H * W))`` highest pixels.
 
     Returns
     -------
-    torch.Tensor of shape (N, sum C_i, h, w)
-        ``(h, w)`` is the largest grid; coarser maps are upsampled bilinearly, so every position
-        holds the features of all layers for the same image patch (Defard et al., Sec. 3.1).
+    ndarray of shape (N,), float32
 
     Examples
     --------
-    >>> align_and_concatenate([torch.zeros(2, 3, 8, 8), torch.ones(2, 5, 4, 4)]).shape
-    torch.Size([2, 8, 8, 8])
+    >>> maps = np.array([[[0.0, 1.0], [2.0, 9.0]]])
+    >>> scores_from_maps(maps).tolist(), scores_from_maps(maps, 0.5).tolist()
+    ([9.0], [5.5])
     """
-    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    return torch.cat([m if m.shape[-2:] == size else
-                      F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
-                      for m in maps], dim=1)
-
-
-def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
-                    sigma: float = SMOOTHING_SIGMA) -> np.ndarray:
-    """Turn patch scores on the feature grid into smooth maps at the image resolution.
-
-    Parameters
-    ----------
-    patch_scores : torch.Tensor of shape (N, h, w)
-        One score per grid position; higher = more anomalous.
-    image_size : (H, W)
-        Resolution of the input images.
-    sigma : float, default=4.0, keyword-only
-        Standard deviation in pixels of the Gaussian smoothing; 0 disables it.
-
-    Returns
-    -------
-    ndarray of shape (N, H, W), float32
-        Bilinearly upsampled, then Gaussian-smoothed maps.
-    """
-    maps = F.interpolate(patch_scores[:, None].float(), size=tuple(image_size), mode="bilinear",
-                         align_corners=False)[:, 0].cpu().numpy()
-    if sigma > 0:
-        maps = np.stack([ndimage.gaussian_filter(m, sigma) for m in maps])
-    return maps.astype(np.float32)
+    flat = maps.reshape(len(maps), -1)
+    if top_k_fraction is None:
+        return flat.max(axis=1).astype(np.float32)
+    if not 0 < top_k_fraction <= 1:
+        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
+    k = max(1, round(top_k_fraction * flat.shape[1]))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
 
 
 def fit_gaussians(embeddings: torch.Tensor, *, regularization: float = COVARIANCE_REGULARIZATION
@@ -170,6 +157,12 @@ class PaDiM(AnomalyDetector):
         Layers whose maps are concatenated; default :data:`PADIM_LAYERS` (strides 4, 8, 16).
     n_features : int, default=100
         Channels ``d`` kept, drawn at random without replacement from all concatenated channels.
+    neighborhood_size : int, default=1
+        ``p``: each layer's features are averaged over their p x p neighbourhood
+        (:func:`mvtec_tutorial.backbones.local_average`) before upsampling; odd; 1 disables it.
+    top_k_fraction : float in (0, 1] or None, default=0.01
+        Image score (:func:`scores_from_maps`): None the map's maximum (the paper's), f the mean of
+        its top f pixels (the selection study's choice, :data:`TOP_K_FRACTION`).
     regularization : float, default=0.01
         ``epsilon`` in ``covariance + epsilon * I``.
     smoothing_sigma : float, default=4.0
@@ -197,7 +190,8 @@ class PaDiM(AnomalyDetector):
     -----
     Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
     Localization", ICPR 2020. The map is the Mahalanobis distance (eq. 2) upsampled to the input
-    and smoothed; the image score is its maximum.
+    and smoothed; the image score is the mean of its top 1 % pixels (``top_k_fraction``; the paper
+    takes the maximum, ``top_k_fraction=None``).
 
     Memory: the model stores ``P * d * d`` float32 numbers, e.g. 64 * 64 positions (stride 4 on
     256-pixel images) * 100 * 100 * 4 bytes = 164 MB; fitting holds all training embeddings,
@@ -214,7 +208,8 @@ class PaDiM(AnomalyDetector):
     """
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", layers: Iterable[str] | None = None,
-                 n_features: int = N_FEATURES, regularization: float = COVARIANCE_REGULARIZATION,
+                 n_features: int = N_FEATURES, neighborhood_size: int = NEIGHBORHOOD_SIZE,
+                 top_k_fraction: float | None = TOP_K_FRACTION, regularization: float = COVARIANCE_REGULARIZATION,
                  smoothing_sigma: float = SMOOTHING_SIGMA, batch_size: int = 32,
                  allow_offline_fallback: bool = False, seed: int = 0,
                  device: str | torch.device | None = None) -> None:
@@ -222,12 +217,18 @@ class PaDiM(AnomalyDetector):
         self.backbone = backbone
         self.layers = layers
         self.n_features = n_features
+        self.neighborhood_size = neighborhood_size
+        self.top_k_fraction = top_k_fraction
         self.regularization = regularization
         self.smoothing_sigma = smoothing_sigma
         self.batch_size = batch_size
         self.allow_offline_fallback = allow_offline_fallback
 
     def _fit(self, images: torch.Tensor) -> None:
+        if self.neighborhood_size < 1 or self.neighborhood_size % 2 == 0:
+            raise ValueError(f"neighborhood_size must be a positive odd number, got {self.neighborhood_size}")
+        if self.top_k_fraction is not None and not 0 < self.top_k_fraction <= 1:
+            raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {self.top_k_fraction}")
         layers = PADIM_LAYERS.get(self.backbone) if self.layers is None else self.layers
         self.extractor_ = FeatureExtractor(self.backbone, layers=layers, device=self.device_,
                                            allow_offline_fallback=self.allow_offline_fallback)
@@ -246,8 +247,8 @@ class PaDiM(AnomalyDetector):
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, n_features, h, w) on ``device_``.
 
-        Channels are chosen per layer before upsampling: the same result as choosing them from the
-        upsampled concatenation (upsampling acts per channel), with less memory.
+        Channels are chosen per layer before averaging and upsampling: the same result as choosing
+        them from the upsampled concatenation (both act per channel), with less memory.
         """
         features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self.progress_)
         kept, offset = [], 0
@@ -255,7 +256,7 @@ class PaDiM(AnomalyDetector):
             n_channels = self.extractor_.channels[layer]
             in_layer = self.channel_indices_[(self.channel_indices_ >= offset)
                                              & (self.channel_indices_ < offset + n_channels)]
-            kept.append(features[layer][:, in_layer - offset].to(self.device_))
+            kept.append(local_average(features[layer][:, in_layer - offset].to(self.device_), self.neighborhood_size))
             offset += n_channels
         return align_and_concatenate(kept)
 
@@ -269,4 +270,4 @@ class PaDiM(AnomalyDetector):
             distances = mahalanobis(embeddings.flatten(2), self.mean_, self.inv_covariance_)
         maps = to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
                                sigma=self.smoothing_sigma)
-        return maps, maps.reshape(len(maps), -1).max(axis=1)
+        return maps, scores_from_maps(maps, self.top_k_fraction)

@@ -4,10 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
+from mvtec_tutorial.backbones import local_average
 from mvtec_tutorial.models.base import NotFittedError
-from mvtec_tutorial.models.padim import PaDiM, align_and_concatenate, fit_gaussians, mahalanobis, to_anomaly_maps
+from mvtec_tutorial.models.padim import PaDiM, fit_gaussians, mahalanobis
 
 SIZE = 64
 @pytest.fixture(scope="module")
@@ -47,33 +49,37 @@ def test_fit_gaussians_needs_two_images():
         fit_gaussians(torch.zeros(1, 3, 4))
 
 
-def test_align_and_concatenate_keeps_finest_grid_and_channel_order():
-    fine = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    coarse = torch.full((2, 1, 2, 2), 7.0)  # a constant map stays constant when upsampled
-    out = align_and_concatenate([coarse, fine])
-    assert out.shape == (2, 4, 4, 4)
-    torch.testing.assert_close(out[:, 0], torch.full((2, 4, 4), 7.0))
-    torch.testing.assert_close(out[:, 1:], fine)
-
-
-def test_to_anomaly_maps_upsamples_and_smooths():
-    patch_scores = torch.zeros(1, 4, 4)
-    patch_scores[0, 1, 2] = 1.0
-    sharp = to_anomaly_maps(patch_scores, (32, 32), sigma=0)
-    smooth = to_anomaly_maps(patch_scores, (32, 32), sigma=4)
-    assert sharp.dtype == smooth.dtype == np.float32 and sharp.shape == (1, 32, 32)
-    assert np.unravel_index(sharp[0].argmax(), (32, 32)) in {(11, 19), (11, 20), (12, 19), (12, 20)}
-    assert smooth.max() < sharp.max() and smooth.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # smoothing keeps mass
-
-
 # ----------------------------------------------------------------------------- method
-def test_embedding_selects_the_same_channels_as_upsample_then_select(fitted, data):
-    """Choosing channels before upsampling (memory saving) equals the paper's order of operations."""
-    features = fitted.extractor_.extract(data[1], progress=False)
-    size = fitted.grid_size_
-    everything = torch.cat([F.interpolate(features[layer], size=size, mode="bilinear", align_corners=False)
-                            for layer in fitted.extractor_.layers], dim=1)
-    torch.testing.assert_close(fitted._embed(data[1]), everything[:, fitted.channel_indices_])
+@pytest.mark.parametrize("neighborhood_size", [1, 3])
+def test_embedding_selects_the_same_channels_as_average_upsample_then_select(data, neighborhood_size):
+    """Choosing channels before averaging and upsampling (memory saving) equals choosing them last."""
+    model = PaDiM(n_features=50, neighborhood_size=neighborhood_size, device="cpu").fit(data[0], progress=False)
+    features = model.extractor_.extract(data[1], progress=False)
+    everything = torch.cat([F.interpolate(local_average(features[layer], neighborhood_size), size=model.grid_size_,
+                                          mode="bilinear", align_corners=False)
+                            for layer in model.extractor_.layers], dim=1)
+    torch.testing.assert_close(model._embed(data[1]), everything[:, model.channel_indices_])
+
+
+def test_image_score_is_the_maximum_or_the_mean_of_the_highest_pixels(data):
+    maximum = PaDiM(n_features=50, top_k_fraction=None, device="cpu").fit(data[0], progress=False)
+    maps, scores = maximum.predict(data[1])
+    np.testing.assert_allclose(scores, maps.reshape(len(maps), -1).max(axis=1))
+    top_k_maps, top_k_scores = clone(maximum).set_params(top_k_fraction=0.01).fit(data[0], progress=False).predict(data[1])
+    np.testing.assert_array_equal(top_k_maps, maps)  # only the image score changes
+    k = round(0.01 * SIZE * SIZE)
+    expected = np.sort(maps.reshape(len(maps), -1), axis=1)[:, -k:].mean(axis=1)
+    np.testing.assert_allclose(top_k_scores, expected, rtol=1e-5)
+    assert (top_k_scores <= scores).all()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"neighborhood_size": 2}, "neighborhood_size must be a positive odd number"),
+    ({"top_k_fraction": 0.0}, r"top_k_fraction must lie in \(0, 1\]"),
+])
+def test_invalid_options_raise(data, options, message):
+    with pytest.raises(ValueError, match=message):
+        PaDiM(device="cpu", **options).fit(data[0], progress=False)
 
 
 def test_fit_returns_self_and_learns_one_gaussian_per_position(data):
@@ -95,7 +101,6 @@ def test_planted_defect_scores_highest_and_is_localised(fitted, data):
     maps, scores = fitted.predict(test)
     assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32 and scores.dtype == np.float32
     assert scores.argmax() == 0
-    np.testing.assert_allclose(scores, maps.reshape(4, -1).max(axis=1))
     assert roc_auc_score(masks.ravel(), maps.ravel()) > 0.9
 
 

@@ -148,6 +148,17 @@ def test_planted_defect_scores_highest_and_is_localised(fitted, data):
     assert roc_auc_score(masks.ravel(), maps.ravel()) > 0.9
 
 
+def test_random_coreset_is_a_seeded_subset_of_the_full_bank(data):
+    full = PatchCore(coreset_ratio=1.0, device="cpu").fit(data[0], progress=False)
+    random = [PatchCore(coreset_ratio=0.1, coreset_method="random", seed=seed, device="cpu").fit(data[0], progress=False)
+              for seed in (0, 0, 1)]
+    assert len(random[0].memory_bank_) == round(0.1 * full.n_patches_)
+    torch.testing.assert_close(random[0].memory_bank_, random[1].memory_bank_)
+    assert not torch.equal(random[0].memory_bank_, random[2].memory_bank_)
+    is_training_patch = (random[2].memory_bank_[:, None] == full.memory_bank_[None]).all(dim=-1).any(dim=1)
+    assert is_training_patch.all()
+
+
 def test_same_seed_same_output(fitted, data):
     again = PatchCore(coreset_ratio=0.1, seed=0, device="cpu").fit(data[0], progress=False)
     torch.testing.assert_close(again.memory_bank_, fitted.memory_bank_)
@@ -159,6 +170,7 @@ def test_same_seed_same_output(fitted, data):
     ({"neighborhood_size": 2}, "neighborhood_size must be a positive odd number"),
     ({"n_reweight_neighbors": 1}, "n_reweight_neighbors must be at least 2"),
     ({"coreset_ratio": 1e-4}, "the coreset keeps 1 of 512 patches"),
+    ({"coreset_method": "kmeans"}, "coreset_method must be one of greedy, random"),
 ])
 def test_invalid_options_raise(data, options, message):
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,181 @@
+"""Selection study (issue 13): PaDiM and PatchCore settings chosen across categories, never per category.
+
+Every configuration is measured with the course's protocol (:func:`mvtec_tutorial.benchmark.evaluate_method`,
+no fit cache) on every real category under ``--root`` and on the four categories of the course's
+synthetic set, for several seeds (the seed draws the validation split, PaDiM's channels and
+PatchCore's coreset). Backbone features do not depend on the configuration, so each image's
+features are computed once, for the union of all layers the grid uses, and served from memory to
+every fit and prediction (:func:`memoise_features`); the detectors themselves run unchanged.
+
+Usage (from the repository root; resumes where ``--out`` stops)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python results/selection_study/study.py \\
+        --root /work/shared/mvtec_ad --out results/selection_study/study.csv [--data real|synthetic] [--seeds 2]
+    PYTHONPATH=$PWD python results/selection_study/study.py --summary results/selection_study/study.csv
+
+Rows of ``study.csv``: one per category, seed, method and configuration, with the protocol's metrics
+(``image_auroc``, ``pixel_auroc``, ``au_pro``, ``good_accuracy``, ``defective_accuracy``) and, for
+PaDiM, ``image_auroc_top1pct``: the image AUROC when an image is scored by the mean of its 1 %
+highest map pixels instead of the maximum (the same fit and maps, only the image score differs).
+Fit and predict times are not reported here: features come from memory. Time the chosen defaults
+with ``mvtec-benchmark`` instead.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mvtec_tutorial import benchmark, data, metrics, settings, synthetic
+from mvtec_tutorial.backbones import FeatureExtractor
+from mvtec_tutorial.models.padim import scores_from_maps
+
+SEEDS = (0, 1, 2)
+IMAGE_SIZE = 256
+#: Image score the PaDiM rows also report: mean of the top 1 % of the map's pixels.
+TOP_K_FRACTION = 0.01
+PADIM_LAYER_SETS = {"b2+b4+b10": ("block2", "block4", "block10"), "b4+b10": ("block4", "block10"),
+                    "b3+b7": ("block3", "block7"), "b4+b7": ("block4", "block7")}
+#: (method, configuration name) -> settings on top of the registered detector's.
+CONFIGS: dict[tuple[str, str], dict] = {
+    **{("padim", f"{name} p={p} d=100"): dict(layers=layers, neighborhood_size=p, n_features=100)
+       for name, layers in PADIM_LAYER_SETS.items() for p in (1, 3)},
+    ("patchcore", "greedy 1% proj128"): dict(coreset_ratio=0.01, coreset_method="greedy", projection_dim=128),
+    ("patchcore", "greedy 10% proj32"): dict(coreset_ratio=0.1, coreset_method="greedy", projection_dim=32),
+    ("patchcore", "random 10%"): dict(coreset_ratio=0.1, coreset_method="random"),
+}
+ALL_LAYERS = ("block2", "block3", "block4", "block7", "block10")
+METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_accuracy"]
+
+
+def memoise_features() -> None:
+    """Make :meth:`FeatureExtractor.extract` compute each distinct Lite0 image once per process.
+
+    Features are stored per image (keyed by the SHA-1 of its pixels) for :data:`ALL_LAYERS`; an
+    extractor asking for a subset gets those layers of the stored features. Extraction does not
+    depend on the batch (tests/test_backbones.py checks it), so the result is what the detector
+    would have computed itself.
+    """
+    full = FeatureExtractor("efficientnet_lite0", layers=ALL_LAYERS, device="cpu")
+    store: dict[str, dict[str, torch.Tensor]] = {}
+    original = FeatureExtractor.extract
+
+    def extract(self, images, *, batch_size=32, progress=True):
+        if self.backbone != "efficientnet_lite0" or not set(self.layers) <= set(ALL_LAYERS):
+            return original(self, images, batch_size=batch_size, progress=progress)
+        images = data.as_images(images, progress=False)
+        keys = [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images]
+        missing = [index for index, key in enumerate(keys) if key not in store]
+        if missing:
+            computed = original(full, images[missing], batch_size=batch_size, progress=False)
+            for position, index in enumerate(missing):
+                store[keys[index]] = {layer: computed[layer][position].clone() for layer in ALL_LAYERS}
+        return {layer: torch.stack([store[key][layer] for key in keys]) for layer in self.layers}
+
+    FeatureExtractor.extract = extract
+
+
+def categories(root: Path | None, which: str = "all") -> list[tuple[Path, str]]:
+    """(root, category) of every real category under ``root`` and of the synthetic set.
+
+    ``which`` is "all", "real" or "synthetic" (processes can share the work by data and seed).
+    """
+    real = sorted(p.name for p in root.iterdir() if (p / "train").is_dir()) if root else []
+    synthetic_root = synthetic.make_dataset(settings.synthetic_root(), progress=False)
+    return ([(root, name) for name in real] * (which != "synthetic")
+            + [(synthetic_root, name) for name in synthetic.SYNTHETIC_CATEGORIES] * (which != "real"))
+
+
+def measure(root: Path, category: str, seed: int, method: str, config: str, split: data.Split) -> dict:
+    """One row: the protocol's metrics of one configuration on one category and seed."""
+    detector = benchmark.make_detector(method, category, seed=seed).set_params(**CONFIGS[method, config])
+    start = time.perf_counter()
+    evaluation = benchmark.evaluate_method(detector, split, cache=False, progress=False)
+    row = dict(category=category, data="synthetic" if benchmark.is_synthetic(root, category) else "real",
+               seed=seed, method=method, config=config, **{m: evaluation.metrics[m] for m in METRICS},
+               wall_seconds=time.perf_counter() - start)
+    if method == "padim":
+        row["image_auroc_top1pct"] = metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, TOP_K_FRACTION))
+    return row
+
+
+def run(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...] = SEEDS) -> None:
+    """Measure every configuration, category and seed not yet in ``out``; append each row as it is done."""
+    torch.set_num_threads(settings.BLAS_THREADS)
+    memoise_features()
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["category", "seed", "method", "config"])
+    done["data"] = done.get("data", pd.Series(dtype=str))
+    finished = set(zip(done["data"], done["category"], done["seed"], done["method"], done["config"]))
+    for seed in seeds:
+        for data_root, category in categories(root, which):
+            kind = "synthetic" if benchmark.is_synthetic(data_root, category) else "real"
+            todo = [key for key in CONFIGS if (kind, category, seed, *key) not in finished]
+            if not todo:
+                continue
+            split = data.load_split(data_root, category, image_size=IMAGE_SIZE, seed=seed, progress=False)
+            for method, config in todo:
+                row = measure(data_root, category, seed, method, config, split)
+                pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
+                print(f"{category:10s} seed {seed} {method:9s} {config:22s} " + " ".join(
+                    f"{m} {row[m]:.3f}" for m in ("image_auroc", "pixel_auroc", "au_pro")), flush=True)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, index first (pandas' to_markdown needs tabulate)."""
+    lines = ["| " + " | ".join([frame.index.name or "", *map(str, frame.columns)]) + " |",
+             "|" + "---|" * (1 + len(frame.columns))]
+    lines += ["| " + " | ".join([str(index), *map(str, row)]) + " |" for index, row in zip(frame.index, frame.values)]
+    return "\n".join(lines)
+
+
+def summary(results: pd.DataFrame) -> str:
+    """Markdown tables: mean ± std over seeds per category, and the mean over categories."""
+    results = results.copy()
+    results["category"] = np.where(results["data"] == "synthetic", "syn. " + results["category"], results["category"])
+    metrics_shown = ["image_auroc", "image_auroc_top1pct", "pixel_auroc", "au_pro"]
+    parts = []
+    for method, rows in results.groupby("method", sort=False):
+        shown = [m for m in metrics_shown if rows[m].notna().any()]
+        per_category = rows.groupby(["config", "category"])[shown].agg(["mean", "std"])
+        overall = rows.groupby(["config", "category"])[shown].mean().groupby("config").agg(["mean", "min"])
+        table = pd.DataFrame(index=overall.index)
+        means = rows.groupby(["config", "category"])[shown].mean()
+        for score in [m for m in shown if m.startswith("image_auroc")]:
+            # the selection rule: mean over categories of the mean of the three threshold-free metrics
+            rule = means[[score, "pixel_auroc", "au_pro"]].mean(axis=1).groupby("config").mean()
+            table[f"rule score with {score}"] = rule.map("{:.4f}".format)
+        for metric in shown:
+            table[f"{metric} mean over categories (worst category)"] = [
+                f"{overall.loc[c, (metric, 'mean')]:.3f} ({overall.loc[c, (metric, 'min')]:.3f})" for c in overall.index]
+        parts.append(f"### {method}: mean over categories of the per-category mean over seeds\n\n"
+                     + markdown_table(table.sort_values([c for c in table.columns if c.startswith("rule")][-1], ascending=False)))
+        for metric in shown:
+            cells = per_category[metric].apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack()
+            parts.append(f"### {method}: {metric}, mean ± std over seeds\n\n" + markdown_table(cells))
+    n_seeds = results.groupby(["method", "config", "category"]).size()
+    parts.append(f"Seeds per cell: {n_seeds.min()} to {n_seeds.max()}.")
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, help="real MVTec AD categories (default: synthetic only)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study.csv"))
+    parser.add_argument("--data", choices=("all", "real", "synthetic"), default="all",
+                        help="measure only these categories (run two processes to use two cores)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="default: 0 1 2")
+    parser.add_argument("--summary", type=Path, help="print the tables of this study.csv and stop")
+    args = parser.parse_args()
+    if args.summary:
+        print(summary(pd.read_csv(args.summary)))
+    else:
+        run(args.root, args.out, args.data, tuple(args.seeds))
+
+
+if __name__ == "__main__":
+    main()
