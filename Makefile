@@ -52,12 +52,13 @@ course: $(INSTALLED)
 
 # The executed copies in executed/, which readers see without running anything: one full run on real
 # MVTec AD (they show its images, so executed/ is CC BY-NC-SA 4.0, see executed/LICENSE.md).
-# `make executed NOTEBOOK=03_autoencoders` redoes one notebook.
+# `make executed NOTEBOOK=03_autoencoders` redoes one notebook. Figures are stored as JPEG at 80 dpi
+# (.ipython-executed) to keep each copy under 5 MB.
 NOTEBOOK ?=
 executed: $(INSTALLED)
 	@test -n "$$MVTEC_ROOT" || { echo "set MVTEC_ROOT to real MVTec AD (with bottle): executed/ shows a real run"; exit 1; }
 	for notebook in $(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)); do \
-		env -u MVTEC_TUTORIAL_FAST $(EXECUTE) --output-dir executed "$$notebook" || exit 1; \
+		env -u MVTEC_TUTORIAL_FAST IPYTHONDIR=$(CURDIR)/.ipython-executed $(EXECUTE) --output-dir executed "$$notebook" || exit 1; \
 	done
 
 # The benchmark on real MVTec AD (MVTEC_ROOT, else what `make data` downloaded): every method that

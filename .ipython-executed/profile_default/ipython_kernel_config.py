@@ -1,0 +1,6 @@
+# IPython profile `make executed` runs the notebooks with (IPYTHONDIR=.ipython-executed): figures
+# are stored as JPEG at 80 dpi, so the committed executed copies stay under 5 MB each while photos
+# of MVTec AD images and maps remain readable. Interactive sessions keep IPython's defaults.
+c = get_config()  # noqa: F821 (IPython's config loader defines it)
+c.InlineBackend.figure_formats = {"jpeg"}
+c.InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "dpi": 80, "pil_kwargs": {"quality": 85}}
