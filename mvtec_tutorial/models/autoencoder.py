@@ -213,7 +213,8 @@ class ConvAutoencoder(AnomalyDetector):
     :data:`PAPER_SCHEDULE` (2,000,000 views). Unlike the paper, which augments a fixed set of
     10,000 views once, we draw new views every epoch: more variety for the same compute.
     :func:`recommended_settings` gives the course's settings per category kind.
-    The image score is the maximum of the map, as :func:`mvtec_tutorial.metrics.image_scores`.
+    The image score is the maximum of the map, as in the evaluation (``image_scores`` of the
+    metrics module).
 
     Examples
     --------
