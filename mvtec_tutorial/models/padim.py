@@ -47,6 +47,13 @@ _POSITIONS_PER_CHUNK = 512
 _IMAGES_PER_CHUNK = 16
 
 
+def _check_top_k_fraction(top_k_fraction: float | None) -> float | None:
+    """``top_k_fraction`` itself if it is None or in (0, 1]; a ValueError otherwise."""
+    if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
+        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
+    return top_k_fraction
+
+
 def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = None) -> np.ndarray:
     """One score per anomaly map: its maximum, or the mean of its highest pixels.
 
@@ -67,10 +74,8 @@ def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = None) -> n
     ([9.0], [5.5])
     """
     flat = maps.reshape(len(maps), -1)
-    if top_k_fraction is None:
+    if _check_top_k_fraction(top_k_fraction) is None:
         return flat.max(axis=1).astype(np.float32)
-    if not 0 < top_k_fraction <= 1:
-        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
     k = max(1, round(top_k_fraction * flat.shape[1]))
     return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
 
@@ -227,8 +232,7 @@ class PaDiM(AnomalyDetector):
     def _fit(self, images: torch.Tensor) -> None:
         if self.neighborhood_size < 1 or self.neighborhood_size % 2 == 0:
             raise ValueError(f"neighborhood_size must be a positive odd number, got {self.neighborhood_size}")
-        if self.top_k_fraction is not None and not 0 < self.top_k_fraction <= 1:
-            raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {self.top_k_fraction}")
+        _check_top_k_fraction(self.top_k_fraction)  # refused before fitting, not at the first score
         layers = PADIM_LAYERS.get(self.backbone) if self.layers is None else self.layers
         self.extractor_ = FeatureExtractor(self.backbone, layers=layers, device=self.device_,
                                            allow_offline_fallback=self.allow_offline_fallback)
