@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,11 +154,42 @@ def test_folder_not_built_here_is_never_touched(tmp_path):
     assert (real / "000.png").read_bytes() == b"real data"
 
 
-def test_leftover_partial_build_is_replaced(tmp_path):
-    (tmp_path / ".pill.partial").mkdir()
-    (tmp_path / ".pill.partial" / "junk.png").write_bytes(b"junk")
+def test_leftover_of_a_killed_build_is_removed(tmp_path):
+    for name in (".pill.partial", ".pill.partial-999999999"):  # old layout, and a process that no longer runs
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "junk.png").write_bytes(b"junk")
     make_dataset(tmp_path, "pill", **{**TINY, "n_train": 1, "n_test_good": 1, "n_test_per_defect": 1})
-    assert not (tmp_path / ".pill.partial").exists() and not (tmp_path / "pill" / "junk.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["pill"] and not (tmp_path / "pill" / "junk.png").exists()
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def fail_on_the_third_image(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return render_sample(*args, **kwargs)
+
+    monkeypatch.setattr("mvtec_tutorial.synthetic.render_sample", fail_on_the_third_image)
+    with pytest.raises(RuntimeError, match="disk full"):
+        make_dataset(tmp_path, "pill", **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_processes_building_one_root_at_once_both_get_the_whole_set(tmp_path):
+    # Two notebooks or test workers may build the default root at the same moment; before each
+    # process had its own scratch folder, one deleted the other's half-written files.
+    script = ("import sys; from mvtec_tutorial.synthetic import make_dataset; "
+              "make_dataset(sys.argv[1], seed=0, image_size=32, n_train=6, n_test_good=2, n_test_per_defect=2, "
+              "progress=False)")
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)]) for _ in range(2)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]
+    alone = make_dataset(tmp_path / "alone", seed=0, image_size=32, n_train=6, n_test_good=2, n_test_per_defect=2,
+                         progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*SYNTHETIC_CATEGORIES, "alone"])
+    for category in SYNTHETIC_CATEGORIES:
+        assert files(tmp_path / category) == files(alone / category)
 
 
 def test_progress_bar_names_the_category(tmp_path, capsys):
