@@ -72,9 +72,7 @@ METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
         n_fit_patches=2000 if schedule == "quick" else 10000, seed=seed), ("texture",)),
     "variation_model": (lambda kind, seed, schedule: models.VariationModel(seed=seed), ("object",)),
     "padim": (lambda kind, seed, schedule: models.PaDiM(seed=seed), ("texture", "object")),
-    # On tiny quick images a 1 % coreset can keep a single patch, too few for the score reweighting.
-    "patchcore": (lambda kind, seed, schedule: models.PatchCore(
-        seed=seed, **(dict(coreset_ratio=0.1) if schedule == "quick" else {})), ("texture", "object")),
+    "patchcore": (lambda kind, seed, schedule: models.PatchCore(seed=seed), ("texture", "object")),
 }
 
 

@@ -32,8 +32,7 @@ import pandas as pd
 import torch
 
 from mvtec_tutorial import benchmark, data, metrics, settings, synthetic
-from mvtec_tutorial.backbones import FeatureExtractor
-from mvtec_tutorial.models.padim import scores_from_maps
+from mvtec_tutorial.backbones import FeatureExtractor, scores_from_maps
 
 SEEDS = (0, 1, 2)
 IMAGE_SIZE = 256
@@ -43,11 +42,31 @@ PADIM_LAYER_SETS = {"b2+b4+b10": ("block2", "block4", "block10"), "b4+b10": ("bl
                     "b3+b7": ("block3", "block7"), "b4+b7": ("block4", "block7")}
 #: (method, configuration name) -> settings on top of the registered detector's.
 CONFIGS: dict[tuple[str, str], dict] = {
-    **{("padim", f"{name} p={p} d=100"): dict(layers=layers, neighborhood_size=p, n_features=100)
+    # top_k_fraction=None: the first round scored images as the methods then did (PaDiM by the map's
+    # maximum, PatchCore by eq. 7); the image scores were compared afterwards (run_image_scores).
+    **{("padim", f"{name} p={p} d=100"): dict(layers=layers, neighborhood_size=p, n_features=100,
+                                              top_k_fraction=None)
        for name, layers in PADIM_LAYER_SETS.items() for p in (1, 3)},
-    ("patchcore", "greedy 1% proj128"): dict(coreset_ratio=0.01, coreset_method="greedy", projection_dim=128),
-    ("patchcore", "greedy 10% proj32"): dict(coreset_ratio=0.1, coreset_method="greedy", projection_dim=32),
-    ("patchcore", "random 10%"): dict(coreset_ratio=0.1, coreset_method="random"),
+    ("patchcore", "greedy 1% proj128"): dict(coreset_ratio=0.01, coreset_method="greedy", projection_dim=128,
+                                             top_k_fraction=None),
+    ("patchcore", "greedy 10% proj32"): dict(coreset_ratio=0.1, coreset_method="greedy", projection_dim=32,
+                                             top_k_fraction=None),
+    ("patchcore", "random 10%"): dict(coreset_ratio=0.1, coreset_method="random", top_k_fraction=None),
+    # Second round: the neighbourhood average (p) and the image score (eq. 7's reweighting or the max).
+    ("patchcore", "greedy 1% proj128 p=1"): dict(coreset_ratio=0.01, coreset_method="greedy", projection_dim=128,
+                                                 neighborhood_size=1, top_k_fraction=None),
+    ("patchcore", "greedy 1% proj128 max"): dict(coreset_ratio=0.01, coreset_method="greedy", projection_dim=128,
+                                                 n_reweight_neighbors=None, top_k_fraction=None),
+    ("patchcore", "greedy 1% proj128 p=1 max"): dict(coreset_ratio=0.01, coreset_method="greedy",
+                                                     projection_dim=128, neighborhood_size=1,
+                                                     n_reweight_neighbors=None, top_k_fraction=None),
+    ("patchcore", "random 10% max"): dict(coreset_ratio=0.1, coreset_method="random", n_reweight_neighbors=None,
+                                          top_k_fraction=None),
+    ("patchcore", "random 10% p=1 max"): dict(coreset_ratio=0.1, coreset_method="random", neighborhood_size=1,
+                                              n_reweight_neighbors=None, top_k_fraction=None),
+    # Third round, with the top-5 % image score both methods now use: a shallower stride-8 block.
+    ("patchcore", "b4+b10 greedy 1% top5%"): dict(layers=("block4", "block10"), top_k_fraction=0.05),
+    ("patchcore", "b3+b10 greedy 1% top5%"): dict(layers=("block3", "block10"), top_k_fraction=0.05),
 }
 ALL_LAYERS = ("block2", "block3", "block4", "block7", "block10")
 METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_accuracy"]
@@ -125,6 +144,41 @@ def run(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...]
                     f"{m} {row[m]:.3f}" for m in ("image_auroc", "pixel_auroc", "au_pro")), flush=True)
 
 
+#: The image scores compared on the same maps: the maximum, or the mean of the top fraction of pixels.
+IMAGE_SCORES = {"max": None, "top 0.1%": 0.001, "top 1%": 0.01, "top 2%": 0.02, "top 5%": 0.05, "top 10%": 0.1}
+
+
+def run_image_scores(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...] = SEEDS) -> None:
+    """Image ROC AUC of every score of :data:`IMAGE_SCORES`, from the maps of PaDiM's and PatchCore's defaults.
+
+    One fit per method, category and seed (the registered defaults); the maps do not depend on the
+    image score, so every score is read from the same maps. ``detector_score`` is the image ROC
+    AUC of the detector's own score (PaDiM: top 1 %; PatchCore: eq. 7's reweighted maximum patch
+    distance, before upsampling and smoothing).
+    """
+    torch.set_num_threads(settings.BLAS_THREADS)
+    memoise_features()
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["data", "category", "seed", "method"])
+    finished = set(zip(done["data"], done["category"], done["seed"], done["method"]))
+    for seed in seeds:
+        for data_root, category in categories(root, which):
+            kind = "synthetic" if benchmark.is_synthetic(data_root, category) else "real"
+            todo = [m for m in ("padim", "patchcore") if (kind, category, seed, m) not in finished]
+            if not todo:
+                continue
+            split = data.load_split(data_root, category, image_size=IMAGE_SIZE, seed=seed, progress=False)
+            for method in todo:
+                evaluation = benchmark.evaluate_method(benchmark.make_detector(method, category, seed=seed), split,
+                                                       cache=False, progress=False)
+                row = dict(data=kind, category=category, seed=seed, method=method,
+                           detector_score=evaluation.metrics["image_auroc"],
+                           **{name: metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, fraction))
+                              for name, fraction in IMAGE_SCORES.items()})
+                pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
+                print(f"{category:10s} seed {seed} {method:9s} " + " ".join(
+                    f"{name} {row[name]:.3f}" for name in ["detector_score", *IMAGE_SCORES]), flush=True)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a Markdown table, index first (pandas' to_markdown needs tabulate)."""
     lines = ["| " + " | ".join([frame.index.name or "", *map(str, frame.columns)]) + " |",
@@ -170,9 +224,13 @@ def main() -> None:
                         help="measure only these categories (run two processes to use two cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="default: 0 1 2")
     parser.add_argument("--summary", type=Path, help="print the tables of this study.csv and stop")
+    parser.add_argument("--image-scores", type=Path, metavar="CSV",
+                        help="instead of the grid, compare the image scores on the defaults' maps into this file")
     args = parser.parse_args()
     if args.summary:
         print(summary(pd.read_csv(args.summary)))
+    elif args.image_scores:
+        run_image_scores(args.root, args.image_scores, args.data, tuple(args.seeds))
     else:
         run(args.root, args.out, args.data, tuple(args.seeds))
 

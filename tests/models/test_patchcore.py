@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import cdist
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
+from mvtec_tutorial.backbones import scores_from_maps
 from mvtec_tutorial.models.base import NotFittedError
 from mvtec_tutorial.models.patchcore import PatchCore, greedy_coreset, nearest_neighbors, reweighted_image_scores
 
@@ -148,6 +150,22 @@ def test_planted_defect_scores_highest_and_is_localised(fitted, data):
     assert roc_auc_score(masks.ravel(), maps.ravel()) > 0.9
 
 
+def test_image_score_is_the_top_of_the_map_or_the_papers_patch_score(fitted, data):
+    maps, scores = fitted.predict(data[1])
+    np.testing.assert_allclose(scores, scores_from_maps(maps, 0.05))  # the default, top 5 % of the map
+    paper = clone(fitted).set_params(top_k_fraction=None).fit(data[0], progress=False)
+    paper_maps, paper_scores = paper.predict(data[1])
+    np.testing.assert_array_equal(paper_maps, maps)  # only the image score changes
+    with torch.inference_mode():
+        patches = paper._patch_features(data[1]).permute(0, 2, 3, 1).reshape(len(data[1]), -1, 152)
+    distances, nearest = nearest_neighbors(patches.reshape(-1, 152), paper.memory_bank_)
+    expected = reweighted_image_scores(patches, distances.reshape(len(patches), -1),
+                                       nearest.reshape(len(patches), -1), paper.memory_bank_)
+    np.testing.assert_allclose(paper_scores, expected.numpy(), rtol=1e-5)
+    plain_max = clone(paper).set_params(n_reweight_neighbors=None).fit(data[0], progress=False).predict(data[1])[1]
+    np.testing.assert_allclose(plain_max, distances.reshape(len(patches), -1).max(dim=1).values.numpy(), rtol=1e-5)
+
+
 def test_random_coreset_is_a_seeded_subset_of_the_full_bank(data):
     full = PatchCore(coreset_ratio=1.0, device="cpu").fit(data[0], progress=False)
     random = [PatchCore(coreset_ratio=0.1, coreset_method="random", seed=seed, device="cpu").fit(data[0], progress=False)
@@ -169,7 +187,8 @@ def test_same_seed_same_output(fitted, data):
     ({"coreset_ratio": 0.0}, r"coreset_ratio must lie in \(0, 1\]"),
     ({"neighborhood_size": 2}, "neighborhood_size must be a positive odd number"),
     ({"n_reweight_neighbors": 1}, "n_reweight_neighbors must be at least 2"),
-    ({"coreset_ratio": 1e-4}, "the coreset keeps 1 of 512 patches"),
+    ({"coreset_ratio": 1e-4, "top_k_fraction": None}, "the coreset keeps 1 of 512 patches"),
+    ({"top_k_fraction": 1.5}, r"top_k_fraction must lie in \(0, 1\]"),
     ({"coreset_method": "kmeans"}, "coreset_method must be one of greedy, random"),
 ])
 def test_invalid_options_raise(data, options, message):
