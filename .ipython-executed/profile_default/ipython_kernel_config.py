@@ -4,3 +4,6 @@
 c = get_config()  # noqa: F821 (IPython's config loader defines it)
 c.InlineBackend.figure_formats = {"jpeg"}
 c.InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "dpi": 80, "pil_kwargs": {"quality": 85}}
+# Progress bars as text rather than widgets: a widget's stored state is megabytes and, without it,
+# a reader sees every bar at 0 %. `make executed` then keeps only each bar's last state.
+c.InteractiveShellApp.exec_lines = ["import tqdm.auto, tqdm.std; tqdm.auto.tqdm = tqdm.std.tqdm"]
