@@ -5,7 +5,9 @@ a detector fitted earlier with exactly the same inputs and loads it instead of t
 so the benchmark notebook reuses what the method notebooks fitted, and a second run of the
 course is quick. The key (:func:`fit_key`) covers
 
-- the method's class and every parameter (``get_params``), with the device it runs on,
+- the method's class and every parameter (``get_params``), with the device it runs on; a parameter
+  that is itself a fitted detector (f-AnoGAN's ``pretrained`` GAN) counts by its class, parameters
+  and a SHA-256 of everything it learned,
 - the training images themselves (a SHA-256 of their pixels: data root, category, image size,
   split seed and any edit of a file all change it),
 - the package's code that fitting runs (:func:`mvtec_tutorial.settings.source_hash`; edits to
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 
 from mvtec_tutorial.data import as_images
-from mvtec_tutorial.models.base import AnomalyDetector, detector_from_file_contents, read_detector_file
+from mvtec_tutorial.models.base import (AnomalyDetector, _encode_estimator, detector_from_file_contents,
+                                        read_detector_file)
 from mvtec_tutorial.settings import source_hash
 
 #: Environment variable naming the cache folder; "off" (or "0", "false", "no") disables the cache.
@@ -37,6 +40,8 @@ CACHE_ENV = "MVTEC_TUTORIAL_CACHE"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mvtec_tutorial" / "fits"
 _OFF = ("off", "0", "false", "no")
 _SUFFIX = ".pt"
+#: Learned attributes that record how a fit was run, not what it learned (left out of a nested detector's digest).
+_RUN_ATTRIBUTES = ("progress_", "metadata_")
 
 
 def cache_dir() -> Path | None:
@@ -88,7 +93,7 @@ def fit_key(detector: AnomalyDetector, images: torch.Tensor) -> str:
     >>> fit_key(models.MeanImage(), images) == fit_key(models.MeanImage(std_floor=0.1), images)
     False
     """
-    params = detector.get_params(deep=False)
+    params = _identifying_params(detector)
     params["device"] = detector.device_.type  # None and "cpu" fit the same on a CPU-only machine
     pixels = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
     identity = {
@@ -99,6 +104,43 @@ def fit_key(detector: AnomalyDetector, images: torch.Tensor) -> str:
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _identifying_params(detector: AnomalyDetector) -> dict[str, Any]:
+    """``get_params``, with every parameter that is a detector replaced by what identifies its fit.
+
+    A nested detector is described by its class, its own identifying parameters and a SHA-256 of
+    its learned state: two GANs with equal settings but trained on other images differ, and a
+    cached f-AnoGAN's ``pretrained`` GAN, read back from the file, equals the one it was fitted with.
+    """
+    def identify(value: Any) -> Any:
+        if not isinstance(value, AnomalyDetector):
+            return value
+        learned = hashlib.sha256()
+        _update_digest(learned, {name: state for name, state in _encode_estimator(value, where="key")["state"].items()
+                                 if name not in _RUN_ATTRIBUTES})
+        return {"class": f"{type(value).__module__}.{type(value).__qualname__}",
+                "params": _identifying_params(value), "learned_state": learned.hexdigest()}
+
+    return {name: identify(value) for name, value in detector.get_params(deep=False).items()}
+
+
+def _update_digest(digest: Any, encoded: Any) -> None:
+    """Feed an encoded learned state (tensors, plain values, lists and dicts of them) to ``digest``."""
+    if isinstance(encoded, torch.Tensor):
+        tensor = encoded.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(encoded, dict):
+        for key in sorted(encoded):
+            digest.update(f"key {key}".encode())
+            _update_digest(digest, encoded[key])
+    elif isinstance(encoded, list):
+        digest.update(f"list {len(encoded)}".encode())
+        for item in encoded:
+            _update_digest(digest, item)
+    else:
+        digest.update(f"value {json.dumps(encoded, sort_keys=True, default=repr)}".encode())
 
 
 def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None | bool = True,
@@ -149,7 +191,7 @@ def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None 
 def _restore(detector: AnomalyDetector, payload: dict[str, Any], *, progress: bool) -> float:
     """Put a cache file's learned state into ``detector``; return the original fit's seconds."""
     loaded = detector_from_file_contents(payload, device=detector.device)
-    if type(loaded) is not type(detector) or loaded.get_params(deep=False) != detector.get_params(deep=False):
+    if type(loaded) is not type(detector) or _identifying_params(loaded) != _identifying_params(detector):
         raise ValueError(f"it holds {loaded!r}, not {detector!r}")
     detector._forget()
     for name, value in vars(loaded).items():

@@ -45,6 +45,24 @@ def test_anything_that_changes_a_fit_misses(images, tmp_path, monkeypatch, chang
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
+GAN = dict(work_size=16, base_channels=4, epochs=1, batch_size=4, sample_every=1)
+
+
+def test_a_detector_built_on_a_fitted_detector_is_cached_by_what_that_one_learned(images, tmp_path, capsys):
+    gan = models.AnoGAN(**GAN).fit(images, progress=False)
+    first = models.FAnoGAN(pretrained=gan, encoder_epochs=1, **GAN)
+    record = cache.fit(first, images, directory=tmp_path, progress=False)
+    again = models.FAnoGAN(pretrained=gan, encoder_epochs=1, **GAN)
+    assert cache.fit(again, images, directory=tmp_path, progress=False).hit  # read back, not refused
+    assert "ignoring" not in capsys.readouterr().out
+    for name, tensor in first.encoder_.state_dict().items():
+        torch.testing.assert_close(again.encoder_.state_dict()[name], tensor)
+    # Same settings, trained on other images: another GAN, so another key.
+    other_gan = models.AnoGAN(**GAN).fit(images.flip(-1), progress=False)
+    other = models.FAnoGAN(pretrained=other_gan, encoder_epochs=1, **GAN)
+    assert cache.fit_key(other, images) != record.key
+
+
 def test_off_and_the_environment_choose_the_folder(images, tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, "off")
     assert cache.cache_dir() is None
