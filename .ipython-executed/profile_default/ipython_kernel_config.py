@@ -6,13 +6,15 @@ c.InlineBackend.figure_formats = {"jpeg"}
 c.InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "dpi": 80, "pil_kwargs": {"quality": 85}}
 # Progress bars as text rather than widgets: a widget's stored state is megabytes and, without it,
 # a reader sees every bar at 0 %. `make executed` then keeps only each bar's last state. Transient
-# bars (leave=False, e.g. batches inside an epoch) are not shown: as text they would leave a line
-# per update, since they redraw themselves with terminal cursor moves a notebook cannot replay.
+# bars (leave=False, e.g. batches inside an epoch) and bars inside another bar are not shown: as
+# text they would leave a line per update, since they redraw with terminal cursor moves a notebook
+# cannot replay.
 c.InteractiveShellApp.exec_lines = [
     "import tqdm.auto, tqdm.std",
     "class TextProgressBar(tqdm.std.tqdm):\n"
     "    def __init__(self, *args, **kwargs):\n"
-    "        transient = not kwargs.get('leave', True)\n"
+    "        nested = any(bar is not self for bar in tqdm.std.tqdm._instances)  # tqdm registers self first\n"
+    "        transient = nested or not kwargs.get('leave', True)\n"
     "        super().__init__(*args, **{**kwargs, 'disable': kwargs.get('disable', False) or transient})",
     "tqdm.auto.tqdm = TextProgressBar",
 ]
