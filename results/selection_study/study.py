@@ -126,25 +126,42 @@ def measure(root: Path, category: str, seed: int, method: str, config: str, spli
     return row
 
 
-def run(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...] = SEEDS) -> None:
-    """Measure every configuration, category and seed not yet in ``out``; append each row as it is done."""
+def pending(root: Path | None, out: Path, which: str, seeds: tuple[int, ...], keys: list[tuple],
+            key_columns: list[str]):
+    """Yield ``(data_root, category, seed, split, key)`` for every key of ``keys`` not yet in ``out``.
+
+    A row of ``out`` is identified by its data kind, category, seed and ``key_columns`` (the parts of
+    ``key``). Each category's split is read once per seed, and only when something is left to do.
+    """
     torch.set_num_threads(settings.BLAS_THREADS)
     memoise_features()
-    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["category", "seed", "method", "config"])
-    done["data"] = done.get("data", pd.Series(dtype=str))
-    finished = set(zip(done["data"], done["category"], done["seed"], done["method"], done["config"]))
+    identity = ["data", "category", "seed", *key_columns]
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=identity)
+    finished = set(zip(*(done[column] for column in identity)))
     for seed in seeds:
         for data_root, category in categories(root, which):
             kind = "synthetic" if benchmark.is_synthetic(data_root, category) else "real"
-            todo = [key for key in CONFIGS if (kind, category, seed, *key) not in finished]
+            todo = [key for key in keys if (kind, category, seed, *key) not in finished]
             if not todo:
                 continue
             split = data.load_split(data_root, category, image_size=IMAGE_SIZE, seed=seed, progress=False)
-            for method, config in todo:
-                row = measure(data_root, category, seed, method, config, split)
-                pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
-                print(f"{category:10s} seed {seed} {method:9s} {config:22s} " + " ".join(
-                    f"{m} {row[m]:.3f}" for m in ("image_auroc", "pixel_auroc", "au_pro")), flush=True)
+            for key in todo:
+                yield data_root, category, seed, split, key
+
+
+def append(out: Path, row: dict, label: str, shown: list[str]) -> None:
+    """Append one row to ``out`` (resumable: written as soon as it is measured) and print it."""
+    pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
+    print(f"{row['category']:10s} seed {row['seed']} {label} " + " ".join(f"{m} {row[m]:.3f}" for m in shown),
+          flush=True)
+
+
+def run(root: Path | None, out: Path, which: str = "all", seeds: tuple[int, ...] = SEEDS) -> None:
+    """Measure every configuration, category and seed not yet in ``out``; append each row as it is done."""
+    for data_root, category, seed, split, (method, config) in pending(root, out, which, seeds, list(CONFIGS),
+                                                                      ["method", "config"]):
+        append(out, measure(data_root, category, seed, method, config, split), f"{method:9s} {config:22s}",
+               ["image_auroc", "pixel_auroc", "au_pro"])
 
 
 #: The image scores compared on the same maps: the maximum, or the mean of the top fraction of pixels.
@@ -159,27 +176,15 @@ def run_image_scores(root: Path | None, out: Path, which: str = "all", seeds: tu
     AUC of the detector's own score (PaDiM: top 1 %; PatchCore: eq. 7's reweighted maximum patch
     distance, before upsampling and smoothing).
     """
-    torch.set_num_threads(settings.BLAS_THREADS)
-    memoise_features()
-    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["data", "category", "seed", "method"])
-    finished = set(zip(done["data"], done["category"], done["seed"], done["method"]))
-    for seed in seeds:
-        for data_root, category in categories(root, which):
-            kind = "synthetic" if benchmark.is_synthetic(data_root, category) else "real"
-            todo = [m for m in ("padim", "patchcore") if (kind, category, seed, m) not in finished]
-            if not todo:
-                continue
-            split = data.load_split(data_root, category, image_size=IMAGE_SIZE, seed=seed, progress=False)
-            for method in todo:
-                evaluation = benchmark.evaluate_method(benchmark.make_detector(method, category, seed=seed), split,
-                                                       cache=False, progress=False)
-                row = dict(data=kind, category=category, seed=seed, method=method,
-                           detector_score=evaluation.metrics["image_auroc"],
-                           **{name: metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, fraction))
-                              for name, fraction in IMAGE_SCORES.items()})
-                pd.DataFrame([row]).to_csv(out, mode="a", header=not out.is_file(), index=False)
-                print(f"{category:10s} seed {seed} {method:9s} " + " ".join(
-                    f"{name} {row[name]:.3f}" for name in ["detector_score", *IMAGE_SCORES]), flush=True)
+    methods = [("padim",), ("patchcore",)]
+    for data_root, category, seed, split, (method,) in pending(root, out, which, seeds, methods, ["method"]):
+        evaluation = benchmark.evaluate_method(benchmark.make_detector(method, category, seed=seed), split,
+                                               cache=False, progress=False)
+        row = dict(data="synthetic" if benchmark.is_synthetic(data_root, category) else "real", category=category,
+                   seed=seed, method=method, detector_score=evaluation.metrics["image_auroc"],
+                   **{name: metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, fraction))
+                      for name, fraction in IMAGE_SCORES.items()})
+        append(out, row, f"{method:9s}", ["detector_score", *IMAGE_SCORES])
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
