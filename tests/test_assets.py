@@ -1,5 +1,6 @@
-"""The architecture diagrams in assets/ show the shapes the code uses."""
+"""The architecture diagrams in assets/ show the shapes the code uses, and the notebooks show them."""
 import importlib.util
+import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -57,6 +58,22 @@ def test_a_changed_network_no_longer_matches_the_figure():
     shapes = [row["shape"] for row in draw.layer_table(network.encoder, torch.zeros(1, 1, 256, 256))]
     assert "32\u00d7128\u00d7128" in shapes
     assert "32\u00d7128\u00d7128" not in svg_lines(ASSETS / "cae.svg")
+
+
+def markdown_cells(path: Path) -> list[str]:
+    cells = json.loads(path.read_text())["cells"]
+    return ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("name", draw.FIGURES)
+def test_each_figure_is_shown_in_a_notebook_and_its_executed_copy(name):
+    link = f"](../assets/{name}.svg)"
+    shown = [(notebook.name, cell) for notebook in sorted((REPOSITORY / "notebooks").glob("*.ipynb"))
+             for cell in markdown_cells(notebook) if link in cell]
+    assert shown, f"no notebook shows assets/{name}.svg; link it as ![...]({link[2:]} in a Markdown cell"
+    for notebook, cell in shown:
+        assert cell in markdown_cells(REPOSITORY / "executed" / notebook), (
+            f"executed/{notebook} lacks the Markdown cell showing assets/{name}.svg; copy it there")
 
 
 def test_assets_carry_their_licence():
