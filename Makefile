@@ -51,6 +51,7 @@ endef
 
 course: $(INSTALLED)
 	$(PY) -c "from mvtec_tutorial import settings; print('data root:', settings.data_root())"
+	mkdir -p build && cp -R assets build/  # the notebooks show ../assets/*.svg, also from build/notebooks/
 	$(call execute_notebooks,$(NOTEBOOKS),build/notebooks,build/notebooks/timings.txt)
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/notebooks build/notebooks/*.ipynb
 	@echo "Executed notebooks and HTML pages are in build/notebooks/; wall times in build/notebooks/timings.txt"
