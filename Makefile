@@ -16,7 +16,7 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course executed benchmark test lab data clean clean-cache distclean
+.PHONY: install course executed benchmark test lab data assets clean clean-cache distclean
 
 # A .venv whose Python is missing, broken or too old is rebuilt, not kept: its stamp counts as stale.
 ifneq ($(shell $(PY) -c "$(PYTHON_OK)" 2>/dev/null && echo ok),ok)
@@ -51,6 +51,7 @@ endef
 
 course: $(INSTALLED)
 	$(PY) -c "from mvtec_tutorial import settings; print('data root:', settings.data_root())"
+	mkdir -p build && cp -R assets build/  # the notebooks show ../assets/*.svg, also from build/notebooks/
 	$(call execute_notebooks,$(NOTEBOOKS),build/notebooks,build/notebooks/timings.txt)
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/notebooks build/notebooks/*.ipynb
 	@echo "Executed notebooks and HTML pages are in build/notebooks/; wall times in build/notebooks/timings.txt"
@@ -107,6 +108,11 @@ data: $(INSTALLED)
 		download(sys.argv[1], sys.argv[2].split() or None, archive=sys.argv[3] or None)" \
 		"$(DATA_DIR)" "$(CATEGORIES)" "$(ARCHIVE)"
 	@echo "Now run: MVTEC_ROOT=$(DATA_DIR) make course"
+
+# Redraw the architecture diagrams in assets/ from the package's networks (after changing one;
+# tests/test_assets.py fails until they match).
+assets: $(INSTALLED)
+	$(PY) assets/draw.py
 
 clean:
 	rm -rf build .pytest_cache
