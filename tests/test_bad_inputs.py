@@ -355,3 +355,71 @@ def test_download_on_a_python_without_extraction_filters_fails_before_fetching(t
     with pytest.raises(RuntimeError, match="needs Python 3.11.4 or later.*make distclean install"):
         data.download(tmp_path, ["bottle"], url=URL)
     assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- round two: files, environment, CLI, models
+def users_files(folder: Path) -> dict[Path, bytes]:
+    """A user's own files in ``folder``, as a {path: content} dict to compare with afterwards."""
+    files = {folder / "my_model.pt": b"weights", folder / "notes.txt": b"mine", folder / "sub" / "old.pt": b"kept"}
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def still_there(files: dict[Path, bytes]) -> bool:
+    return all(path.is_file() and path.read_bytes() == content for path, content in files.items())
+
+
+def test_cache_clear_deletes_only_the_fits_it_wrote(tmp_path, monkeypatch):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    mine = users_files(tmp_path)
+    record = cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False)
+    (tmp_path / f"MeanImage-{'0' * 32}.pt").write_bytes(b"named like a fit, but not the cache's")
+    mine[tmp_path / f"MeanImage-{'0' * 32}.pt"] = b"named like a fit, but not the cache's"
+    assert cache.clear() == 1
+    assert not record.path.exists() and still_there(mine)
+
+
+@pytest.mark.parametrize("where", ["folder", "home"])
+def test_cache_clear_refuses_a_folder_it_did_not_create(tmp_path, monkeypatch, where):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mine = users_files(tmp_path)
+    with pytest.raises(FileExistsError, match="has no .mvtec_tutorial_cache, so the fit cache did not create it; "
+                                              "nothing was deleted"):
+        cache.clear(tmp_path if where == "folder" else "~")
+    assert still_there(mine)
+
+
+@pytest.mark.parametrize("value", ["none", "disabled", "OFF", " False "])
+def test_cache_off_switches_create_no_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() is None
+    assert cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False).path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("Yes", True), ("ON", True),
+                                             ("0", False), ("false", False), ("no", False), ("Off", False),
+                                             ("", False)])
+def test_fast_mode_reads_booleans(monkeypatch, value, expected):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, value)
+    assert settings.fast_mode() is expected
+
+
+def test_fast_mode_refuses_anything_else_naming_the_variable(monkeypatch):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, "fast")
+    with pytest.raises(ValueError, match="MVTEC_TUTORIAL_FAST='fast' is not an on/off value; set it to one of 1, "
+                                         "true, yes, on"):
+        settings.fast_mode()
