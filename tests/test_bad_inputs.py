@@ -423,3 +423,34 @@ def test_fast_mode_refuses_anything_else_naming_the_variable(monkeypatch):
     with pytest.raises(ValueError, match="MVTEC_TUTORIAL_FAST='fast' is not an on/off value; set it to one of 1, "
                                          "true, yes, on"):
         settings.fast_mode()
+
+
+def test_synthetic_overwrite_removes_only_what_the_generator_wrote(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=3, n_test_good=1, n_test_per_defect=2, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    folder = tmp_path / "pill"
+    mine = {folder / "my_notes.txt": b"mine", folder / "test" / "my_defect" / "000.png": b"my image",
+            folder / "train" / "good" / "my_extra.png": b"my normal image"}
+    for path, content in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    synthetic.make_dataset(tmp_path, "pill", **{**options, "seed": 1, "n_train": 2, "n_test_per_defect": 1},
+                           overwrite=True)
+    assert still_there(mine)
+    assert sorted(p.name for p in (folder / "train" / "good").iterdir()) == ["000.png", "001.png", "my_extra.png"]
+    assert not (folder / "test" / "crack" / "001.png").exists()
+    assert len(data.MVTecAD(tmp_path, "pill", "test", defect_types=["crack"])) == 1
+
+
+def test_synthetic_overwrite_with_an_unreadable_manifest_deletes_nothing(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=1, n_test_good=1, n_test_per_defect=1, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    (tmp_path / "pill" / synthetic.MANIFEST_NAME).write_text("{damaged")
+    before = sorted(p for p in (tmp_path / "pill").rglob("*"))
+    with pytest.raises(FileExistsError, match="synthetic.json is unreadable, .*nothing was deleted"):
+        synthetic.make_dataset(tmp_path, "pill", **options, overwrite=True)
+    assert sorted(p for p in (tmp_path / "pill").rglob("*")) == before
