@@ -128,9 +128,15 @@ def _check_labels(labels: np.ndarray, values: np.ndarray, name: str) -> tuple[np
     if labels.ndim != 1 or values.ndim != 1 or len(labels) != len(values):
         raise ValueError(f"labels and {name} must be 1-D of equal length, got {labels.size} labels but "
                          f"{values.size} {name} (shapes {labels.shape} and {values.shape})")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must contain only 0 (good) and 1 (defective), got values {np.unique(labels)}")
+    if not _is_binary(labels):
+        raise ValueError(f"labels must contain only 0 (good) and 1 (defective), got values {np.unique(labels)} "
+                         f"(dtype {labels.dtype}); map names to numbers first, e.g. labels == 'defective'")
     return labels.astype(bool), values
+
+
+def _is_binary(values: np.ndarray) -> bool:
+    """Whether ``values`` are booleans or numbers that are all 0 or 1 (never strings such as '1')."""
+    return values.dtype == bool or (np.issubdtype(values.dtype, np.number) and bool(np.isin(values, (0, 1)).all()))
 
 
 def _roc_auc(positive: np.ndarray, values: np.ndarray, what: str) -> float:
@@ -238,15 +244,22 @@ def classify(maps: np.ndarray, threshold: float, *, min_defect_area: int = 1) ->
     Raises
     ------
     TypeError, ValueError
-        If ``threshold`` is NaN or not a number, or ``min_defect_area`` is not an integer >= 1.
+        If ``threshold`` is NaN or not a number, or ``min_defect_area`` is not an integer in
+        [1, H * W] (the same range as the threshold rule; a larger area could never be found).
 
     Notes
     -----
     With the threshold from the minimum-defect-area rule and the same ``min_defect_area``,
     every normal validation image is classified good by construction, as in the paper.
     """
+    maps = check_maps(maps)
     check_scalar(min_defect_area, "min_defect_area", low=1, integer=True,
                  hint="1 calls an image defective when any pixel is above the threshold")
+    n_pixels = maps.shape[1] * maps.shape[2]
+    if min_defect_area > n_pixels:  # refused, as by thresholds.min_defect_area_threshold: never found otherwise
+        raise ValueError(f"min_defect_area={min_defect_area} exceeds the {n_pixels} pixels of one "
+                         f"{maps.shape[1]} x {maps.shape[2]} map, so every image would be called good; pass at "
+                         "most H * W pixels (thresholds.min_defect_area_pixels converts a fraction of the image)")
     return largest_component_areas(maps, threshold) >= min_defect_area
 
 
@@ -500,6 +513,11 @@ def classification_accuracy(labels: np.ndarray, predictions: np.ndarray) -> tupl
         Fraction of defective images predicted defective; ``nan`` when there is none.
     """
     is_defective, predictions = _check_labels(labels, predictions, "predictions")
+    if not _is_binary(predictions):
+        seen = np.unique(predictions)
+        raise ValueError(f"predictions must be 0/1 or bool (1 = predicted defective), got values {seen[:5]}"
+                         f"{' ...' if seen.size > 5 else ''} (dtype {predictions.dtype}); for anomaly scores pass "
+                         "scores > threshold, for maps metrics.classify(maps, threshold)")
     predicted_defective = predictions.astype(bool)
     good = float(np.mean(~predicted_defective[~is_defective])) if (~is_defective).any() else float("nan")
     defective = float(np.mean(predicted_defective[is_defective])) if is_defective.any() else float("nan")

@@ -454,3 +454,25 @@ def test_synthetic_overwrite_with_an_unreadable_manifest_deletes_nothing(tmp_pat
     with pytest.raises(FileExistsError, match="synthetic.json is unreadable, .*nothing was deleted"):
         synthetic.make_dataset(tmp_path, "pill", **options, overwrite=True)
     assert sorted(p for p in (tmp_path / "pill").rglob("*")) == before
+
+
+@pytest.mark.parametrize("predictions", [np.array([0.2, 0.9]), np.array(["0", "1"])], ids=["scores", "strings"])
+def test_classification_accuracy_refuses_scores_and_strings_as_predictions(predictions):
+    with pytest.raises(ValueError, match="predictions must be 0/1 or bool .*for anomaly scores pass scores > threshold"):
+        metrics.classification_accuracy(np.array([0, 1]), predictions)
+
+
+def test_classification_accuracy_refuses_string_labels():
+    with pytest.raises(ValueError, match="labels must contain only 0 .* got values \\['defective' 'good'\\].*"
+                                         "labels == 'defective'"):
+        metrics.classification_accuracy(np.array(["good", "defective"]), np.array([0, 1]))
+
+
+def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule():
+    area = 10**9
+    with pytest.raises(ValueError, match=f"min_defect_area={area} exceeds the 16 pixels of one 4 x 4 map, so every "
+                                         "image would be called good; pass at most H \\* W pixels"):
+        metrics.classify(MAPS, 0.5, min_defect_area=area)
+    with pytest.raises(ValueError, match=f"min_defect_area must be an integer in \\[1, 16\\], got {area}"):
+        thresholds.min_defect_area_threshold(MAPS, area)
+    assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
