@@ -5,8 +5,10 @@ Like torchvision's dataset tests, every data case writes a tiny fake MVTec AD tr
 (the download tests replace ``urllib.request.urlopen``).
 """
 import io
+import os
 import struct
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -476,3 +478,87 @@ def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule
     with pytest.raises(ValueError, match=f"min_defect_area must be an integer in \\[1, 16\\], got {area}"):
         thresholds.min_defect_area_threshold(MAPS, area)
     assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
+
+
+class BrokenDetector:
+    """Stands in for a method whose fit fails (e.g. out of memory) in a benchmark cell."""
+
+    @staticmethod
+    def factory(kind, seed, schedule):
+        from mvtec_tutorial import models
+
+        class Broken(models.MeanImage):
+            def _fit(self, images):
+                raise RuntimeError("out of memory")
+
+        return Broken(seed=seed)
+
+
+def test_benchmark_command_exits_non_zero_when_a_cell_failed(synthetic_root, tmp_path, monkeypatch, capsys):
+    from mvtec_tutorial import benchmark
+
+    monkeypatch.setitem(benchmark.METHODS, "broken", (BrokenDetector.factory, ("texture", "object")))
+    with pytest.raises(SystemExit, match="1 cell\\(s\\) failed: bottle / broken; .*run again") as exit_:
+        benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "broken", "mean_image",
+                        "--image-size", "32", "--no-cache", "--out", str(tmp_path)])
+    assert exit_.value.code != 0
+    assert "| mean_image |" in capsys.readouterr().out  # the cells that worked are measured and shown
+
+
+def test_benchmark_takes_a_single_category_and_method_name_as_one_item(synthetic_root, tmp_path):
+    from mvtec_tutorial import benchmark
+
+    results = benchmark.run(synthetic_root, "bottle", "mean_image", tmp_path, image_size=32, cache=False,
+                            progress=False)
+    assert set(results["category"]) == {"bottle"} and set(results["method"]) == {"mean_image"}
+
+
+def test_benchmark_out_expands_the_home_folder(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "mean_image",
+                    "--image-size", "32", "--no-cache", "--out", "~/res"])
+    assert (tmp_path / "home" / "res" / "results.csv").is_file() and not (tmp_path / "~").exists()
+
+
+def test_benchmark_results_write_that_fails_leaves_no_part_file(synthetic_root, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mvtec_tutorial import benchmark
+
+    def disk_full(self, path, **kwargs):
+        Path(path).write_text("category,meth")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: pd.DataFrame(columns=benchmark.COLUMNS))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_benchmark_data_fingerprint_takes_a_file_name_that_is_not_utf8(tmp_path):
+    from mvtec_tutorial import benchmark
+
+    root = fake_tree(tmp_path)
+    before = benchmark.data_fingerprint(root, CATEGORY)
+    with open(os.fsencode(root / CATEGORY / "test") + b"/caf\xe9.png", "wb") as file:  # Latin-1, as from old Windows
+        file.write(b"x")
+    after = benchmark.data_fingerprint(root, CATEGORY)
+    assert len(after) == 64 and after != before
+
+
+def test_benchmark_stale_lock_fails_before_the_cell_is_computed(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    lock = tmp_path / ".results.lock"
+    lock.write_text(str(os.getpid()))  # a live process number, e.g. reused after the writer was killed
+    ten_minutes_ago = time.time() - 600
+    os.utime(lock, (ten_minutes_ago, ten_minutes_ago))
+    calls = []
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(RuntimeError, match="has held .*results.lock for 600 s; .*delete the lock if no run"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert calls == []
