@@ -9,16 +9,15 @@ Conventions used throughout:
 - A pixel is called anomalous at threshold ``t`` when its map value is **strictly greater**
   than ``t`` (:func:`binarize`); :mod:`mvtec_tutorial.thresholds` uses the same rule.
 
-Only numpy and scipy are used, so every number can be traced by reading this file.
+Only numpy and scipy are used (and :func:`mvtec_tutorial.checks.check_scalar` for arguments), so every
+number can be traced by reading this file.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
-
 import numpy as np
 from scipy import ndimage, stats
+
+from mvtec_tutorial.checks import check_scalar
 
 #: Structuring element for :func:`label_regions`: 8-connectivity within an image, none across
 #: images (only the middle plane of the 3x3x3 cube is set). The official code uses
@@ -51,64 +50,6 @@ def check_maps(maps: np.ndarray, *, name: str = "maps") -> np.ndarray:
     if not np.isfinite(maps).all():
         raise ValueError(f"{name} contains NaN or infinite values; fix the method that produced them")
     return maps
-
-
-def check_scalar(value: Any, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, integer: bool = False,
-                 hint: str = "") -> Any:
-    """Return ``value`` after checking it is one real number (or integer) in a range.
-
-    Parameters
-    ----------
-    value : object
-        The number to check; Python and numpy numbers pass, strings, bools, arrays and NaN do not.
-    name : str
-        Argument name used in the error message.
-    low, high : float, optional
-        Bounds of the valid range; None means unbounded.
-    low_open, high_open : bool, default=False
-        Exclude the bound itself, e.g. ``low=0, low_open=True`` for "> 0".
-    integer : bool, default=False
-        Require an integer (Python or numpy).
-    hint : str, default=""
-        Appended to the message, e.g. the usual value.
-
-    Returns
-    -------
-    The unchanged ``value``.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not a number of the required kind.
-    ValueError
-        If it is NaN or outside the range; the message names ``name`` and the range.
-
-    Examples
-    --------
-    >>> check_scalar(0.3, "fpr_limit", low=0, high=1, low_open=True)
-    0.3
-    >>> check_scalar("0.3", "fpr_limit", low=0, high=1, low_open=True)
-    Traceback (most recent call last):
-    TypeError: fpr_limit must be a real number in (0, 1], got '0.3' (str)
-    """
-    expected = "an integer" if integer else "a real number"
-    if low is not None and high is not None:
-        expected += f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    elif low is not None:
-        expected += f" {'>' if low_open else '>='} {low}"
-    elif high is not None:
-        expected += f" {'<' if high_open else '<='} {high}"
-    hint = f"; {hint}" if hint else ""
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
-    if math.isnan(value):
-        raise ValueError(f"{name} is NaN; it must be {expected}{hint}")
-    if ((low is not None and (value < low or (low_open and value == low)))
-            or (high is not None and (value > high or (high_open and value == high)))):
-        raise ValueError(f"{name} must be {expected}, got {value!r}{hint}")
-    return value
 
 
 def _check_masks(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
