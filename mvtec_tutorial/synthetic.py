@@ -603,7 +603,8 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
         On an unknown category or a count/size/seed that is not a big enough integer.
     FileExistsError
         If a category folder exists with other parameters and ``overwrite`` is False, or it
-        was not written by this function (then it is never deleted).
+        was not written by this function, or its manifest is unreadable (then nothing in it is
+        deleted).
 
     Notes
     -----

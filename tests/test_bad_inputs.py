@@ -562,3 +562,114 @@ def test_benchmark_stale_lock_fails_before_the_cell_is_computed(synthetic_root, 
     with pytest.raises(RuntimeError, match="has held .*results.lock for 600 s; .*delete the lock if no run"):
         benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
     assert calls == []
+
+
+def broken_settings():
+    """Hyperparameters that used to fit and then give wrong maps, each with the start of its message."""
+    from mvtec_tutorial import models
+
+    return {
+        "PaDiM regularization=-1": (lambda: models.PaDiM(regularization=-1),
+                                    "regularization must be a real number > 0, got -1; the paper adds 0.01"),
+        "MeanImage std_floor=0": (lambda: models.MeanImage(std_floor=0),
+                                  "std_floor must be a real number > 0, got 0; .*divides by zero"),
+        "MeanImage std_floor=-1": (lambda: models.MeanImage(std_floor=-1), "std_floor must be a real number > 0"),
+        "MeanImage smoothing_sigma=-2": (lambda: models.MeanImage(smoothing_sigma=-2),
+                                         "smoothing_sigma must be a real number >= 0, got -2; .*0 turns it off"),
+        "PatchCore projection_dim=0": (lambda: models.PatchCore(projection_dim=0),
+                                       "projection_dim must be an integer >= 1, got 0; .*None compares the full"),
+        "PatchCore smoothing_sigma=-1": (lambda: models.PatchCore(smoothing_sigma=-1),
+                                         "smoothing_sigma must be a real number >= 0"),
+        "VariationModel std_floor=0": (lambda: models.VariationModel(std_floor=0), "std_floor must be a real number > 0"),
+        "VariationModel upsample_factor=0": (lambda: models.VariationModel(upsample_factor=0),
+                                             "upsample_factor must be an integer >= 1"),
+        "GMMTexture n_components=0": (lambda: models.GMMTexture(n_components=0), "n_components must be an integer >= 1"),
+        "FeatureDictionary n_fit_patches=0": (lambda: models.FeatureDictionary(patch_size=8, n_fit_patches=0),
+                                              "n_fit_patches must be an integer >= 1"),
+        "ConvAutoencoder epochs=0": (lambda: models.ConvAutoencoder(epochs=0), "epochs must be a positive integer"),
+        "ConvAutoencoder learning_rate=-1": (lambda: models.ConvAutoencoder(learning_rate=-1e-3),
+                                             "learning_rate must be a real number > 0"),
+        "AnoGAN feature_weight=2": (lambda: models.AnoGAN(work_size=16, feature_weight=2),
+                                    "feature_weight must be a real number in \\[0, 1\\], got 2"),
+        "FAnoGAN kappa=-1": (lambda: models.FAnoGAN(work_size=16, kappa=-1), "kappa must be a real number >= 0"),
+    }
+
+
+@pytest.mark.parametrize("case", list(broken_settings()))
+def test_hyperparameter_that_breaks_a_method_is_refused_at_fit(case):
+    make, message = broken_settings()[case]
+    detector = make()
+    with pytest.raises(ValueError, match=message):
+        detector.fit(torch.rand(4, 3, 32, 32), progress=False)
+    assert not hasattr(detector, "image_shape_")  # nothing learned, nothing half-fitted
+
+
+def test_seed_none_is_refused_saying_what_to_pass():
+    from mvtec_tutorial import models
+
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        models.MeanImage(seed=None).fit(torch.rand(2, 3, 8, 8), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one distinct patch: the point
+def test_gmm_texture_on_uniform_images_is_refused_not_nan():
+    from mvtec_tutorial import models
+
+    with pytest.raises(ValueError, match="no texture on pyramid levels \\[0, 1\\].*use MeanImage or VariationModel"):
+        models.GMMTexture(n_levels=2, n_fit_patches=500).fit(torch.full((3, 3, 32, 32), 0.5), progress=False)
+
+
+def test_three_grayscale_images_stacked_as_one_rgb_shape_are_refused():
+    from mvtec_tutorial import models
+
+    grayscale = np.random.default_rng(0).random((3, SIZE, SIZE), dtype=np.float32)
+    with pytest.raises(ValueError, match="got a 3-D array \\(3, 8, 8\\): one RGB image or 3 grayscale images\\? "
+                                         "Pass images as \\(N, 3, H, W\\): one image as image\\[None\\]"):
+        models.MeanImage().fit(grayscale, progress=False)
+    fitted = models.MeanImage().fit(np.repeat(grayscale[:, None], 3, axis=1), progress=False)  # the fix it names
+    assert fitted.mean_.shape == (3, SIZE, SIZE)
+
+
+def not_images(root: Path) -> dict:
+    """What users pass to fit instead of images, with the start of what the error tells them."""
+    from torch.utils.data import DataLoader
+
+    dataset = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    paths = sorted((root / CATEGORY / "train" / "good").iterdir())
+    return {
+        "list of paths": ([str(p) for p in paths], "got file paths .*data.read_folder\\(folder\\)"),
+        "folder": (root / CATEGORY / "train", "got file paths .*data.MVTecAD\\(root, category, 'train'\\)"),
+        "DataLoader": (DataLoader(dataset, batch_size=2), "got a DataLoader; pass its dataset \\(loader.dataset\\)"),
+        "Split": (data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.5, progress=False),
+                  "got a whole Split; pass split.train to fit"),
+    }
+
+
+@pytest.mark.parametrize("case", ["list of paths", "folder", "DataLoader", "Split"])
+def test_fit_on_something_that_is_not_images_says_how_to_load_them(tmp_path, case):
+    from mvtec_tutorial import models
+
+    value, message = not_images(fake_tree(tmp_path))[case]
+    with pytest.raises(TypeError, match="fit and predict take images: a Dataset of item dicts \\(MVTecAD\\) or a "
+                                        f"tensor/ndarray \\(N, 3, H, W\\) float in \\[0, 1\\], {message}"):
+        models.MeanImage().fit(value, progress=False)
+
+
+def test_one_training_image_says_what_actually_works(tmp_path):
+    from mvtec_tutorial import models
+
+    root = fake_tree(tmp_path, n_train=1)
+    for fraction in (0.2, 0.01):  # no fraction helps, so the message must not suggest one
+        with pytest.raises(ValueError, match="got 1 training image\\(s\\), but at least 2 are needed.*add normal "
+                                             "images to train/good, or fit the detector on your images directly"):
+            data.load_split(root, CATEGORY, image_size=None, validation_fraction=fraction, progress=False)
+    train = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    assert models.MeanImage().fit(train, progress=False).mean_.shape == (3, SIZE, SIZE)  # the fix it names works
+
+
+def test_validation_fraction_too_large_for_two_images_names_the_largest_that_works(tmp_path):
+    root = fake_tree(tmp_path, n_train=2)
+    with pytest.raises(ValueError, match="cannot hold out 2 of 2 images; use a validation_fraction below 0.75"):
+        data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.8, progress=False)
+    split = data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.7, progress=False)
+    assert (len(split.train), len(split.validation)) == (1, 1)
