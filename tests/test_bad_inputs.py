@@ -480,24 +480,21 @@ def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule
     assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
 
 
-class BrokenDetector:
-    """Stands in for a method whose fit fails (e.g. out of memory) in a benchmark cell."""
+def broken_method(kind, seed, schedule):
+    """A benchmark method factory whose detector fails to fit (as when memory runs out)."""
+    from mvtec_tutorial import models
 
-    @staticmethod
-    def factory(kind, seed, schedule):
-        from mvtec_tutorial import models
+    class Broken(models.MeanImage):
+        def _fit(self, images):
+            raise RuntimeError("out of memory")
 
-        class Broken(models.MeanImage):
-            def _fit(self, images):
-                raise RuntimeError("out of memory")
-
-        return Broken(seed=seed)
+    return Broken(seed=seed)
 
 
 def test_benchmark_command_exits_non_zero_when_a_cell_failed(synthetic_root, tmp_path, monkeypatch, capsys):
     from mvtec_tutorial import benchmark
 
-    monkeypatch.setitem(benchmark.METHODS, "broken", (BrokenDetector.factory, ("texture", "object")))
+    monkeypatch.setitem(benchmark.METHODS, "broken", (broken_method, ("texture", "object")))
     with pytest.raises(SystemExit, match="1 cell\\(s\\) failed: bottle / broken; .*run again") as exit_:
         benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "broken", "mean_image",
                         "--image-size", "32", "--no-cache", "--out", str(tmp_path)])
