@@ -397,6 +397,14 @@ def test_cache_clear_refuses_a_folder_it_did_not_create(tmp_path, monkeypatch, w
     assert still_there(mine)
 
 
+@pytest.mark.parametrize("value", ["1", "on", "TRUE"])
+def test_cache_on_switches_mean_the_default_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() == cache.DEFAULT_CACHE_DIR
+
+
 @pytest.mark.parametrize("value", ["none", "disabled", "OFF", " False "])
 def test_cache_off_switches_create_no_folder(tmp_path, monkeypatch, value):
     from mvtec_tutorial import cache, models
@@ -603,9 +611,12 @@ def test_hyperparameter_that_breaks_a_method_is_refused_at_fit(case):
 
 def test_seed_none_is_refused_saying_what_to_pass():
     from mvtec_tutorial import models
+    from mvtec_tutorial.models import supervised
 
     with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
         models.MeanImage(seed=None).fit(torch.rand(2, 3, 8, 8), progress=False)
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        supervised.SupervisedClassifier(seed=None).fit(torch.rand(2, 3, 8, 8), np.array([0, 1]), progress=False)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one distinct patch: the point
