@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 GOOD = "good"
@@ -379,9 +379,14 @@ def train_validation_split(dataset: Dataset, *, validation_fraction: float = 0.2
     """
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if len(dataset) < 2:
+        raise ValueError(f"got {len(dataset)} training image(s), but at least 2 are needed: one to train on and "
+                         "one held out to choose the threshold; add normal images to train/good, or fit the "
+                         "detector on your images directly (detector.fit(images)) without a validation threshold")
     n_validation = max(1, round(len(dataset) * validation_fraction))
     if n_validation >= len(dataset):
-        raise ValueError(f"cannot hold out {n_validation} of {len(dataset)} images; use a smaller fraction")
+        raise ValueError(f"cannot hold out {n_validation} of {len(dataset)} images; use a validation_fraction "
+                         f"below {(len(dataset) - 0.5) / len(dataset):.2f}")
     order = np.random.default_rng(seed).permutation(len(dataset))
     return Subset(dataset, sorted(order[n_validation:].tolist())), Subset(dataset, sorted(order[:n_validation].tolist()))
 
@@ -526,18 +531,24 @@ def as_images(images: Any, *, progress: bool = False) -> torch.Tensor:
     """Convert a dataset, tensor or array of images to a float32 tensor (N, 3, H, W) in [0, 1].
 
     Accepts a Dataset of item dicts (as :class:`mvtec_tutorial.data.MVTecAD` gives), a tensor or
-    ndarray of shape (N, 3, H, W) or (3, H, W), float in [0, 1].
+    ndarray of shape (N, 3, H, W), float in [0, 1]. One image is ``image[None]`` (1, 3, H, W):
+    a 3-D array is refused, since (3, H, W) may as well be three grayscale images.
 
     Raises
     ------
+    TypeError
+        For file paths, a folder, a DataLoader, a :class:`Split` or anything else that is not images.
     ValueError
         If the shape is not (N, 3, H, W), the values leave [0, 1] or are not finite.
     """
+    _check_image_container(images)
     if isinstance(images, Dataset):
         images = stack(images, progress=progress)[0]
     images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if images.ndim == 3:
-        images = images.unsqueeze(0)
+        raise ValueError(f"got a 3-D array {tuple(images.shape)}: one RGB image or {images.shape[0]} grayscale "
+                         "images? Pass images as (N, 3, H, W): one image as image[None], grayscale images "
+                         "(N, H, W) as images[:, None].repeat(1, 3, 1, 1) (np.repeat(images[:, None], 3, axis=1))")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}; "
                          "copy grayscale images to three channels")
@@ -550,6 +561,24 @@ def as_images(images: Any, *, progress: bool = False) -> torch.Tensor:
         raise ValueError(f"expected values in [0, 1], got [{images.min():.3g}, {images.max():.3g}]; "
                          "pass images as loaded by MVTecAD (not normalised)")
     return images
+
+
+def _check_image_container(images: Any) -> None:
+    """Refuse, with what to do instead, the things users pass where images are expected."""
+    expected = ("fit and predict take images: a Dataset of item dicts (MVTecAD) or a tensor/ndarray "
+                "(N, 3, H, W) float in [0, 1]")
+    first = images[0] if isinstance(images, (list, tuple)) and len(images) else None
+    if isinstance(images, (str, Path)) or isinstance(first, (str, Path)):
+        raise TypeError(f"{expected}, got file paths ({images if first is None else first!s} ...); read them "
+                        "first: images, paths = data.read_folder(folder) for a folder of your own, or "
+                        "data.MVTecAD(root, category, 'train') for an MVTec AD category")
+    if isinstance(images, DataLoader):
+        raise TypeError(f"{expected}, got a DataLoader; pass its dataset (loader.dataset) instead")
+    if isinstance(images, Split):
+        raise TypeError(f"{expected}, got a whole Split; pass split.train to fit, split.validation or "
+                        "split.test to predict")
+    if not isinstance(images, (Dataset, torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"{expected}, got {type(images).__name__}")
 
 
 # The official archive (all 15 categories, 4.9 GiB). Mirrors have moved before: when this URL

@@ -20,6 +20,8 @@ ROOT_ENV = "MVTEC_ROOT"
 SYNTHETIC_ROOT_ENV = "MVTEC_TUTORIAL_SYNTHETIC_ROOT"
 #: ``MVTEC_TUTORIAL_FAST=1`` (set by ``make test``) shrinks every notebook's run sizes.
 FAST_ENV = "MVTEC_TUTORIAL_FAST"
+#: Spellings an on/off environment variable accepts (case-insensitive, surrounding spaces ignored).
+TRUE_VALUES, FALSE_VALUES = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_SYNTHETIC_ROOT = Path.home() / ".cache" / "mvtec_tutorial" / "synthetic"
 #: Threads that scikit-learn, SciPy and scikit-image may use for BLAS inside the methods (PCA,
 #: k-means, Gaussian mixtures, alignment). Their matrices are small, so extra threads mostly wait
@@ -65,9 +67,26 @@ def data_root() -> Path:
     return make_dataset(synthetic_root(), progress=False)
 
 
+def env_flag(name: str, *, default: bool = False) -> bool:
+    """Read an on/off environment variable: 1/true/yes/on or 0/false/no/off, any case; unset or empty is ``default``.
+
+    Raises
+    ------
+    ValueError
+        On any other value, naming the variable, so a typo never leaves a switch silently off.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in TRUE_VALUES or value in FALSE_VALUES:
+        return value in TRUE_VALUES
+    raise ValueError(f"{name}={os.environ[name]!r} is not an on/off value; set it to one of "
+                     f"{', '.join(TRUE_VALUES)} (on) or {', '.join(FALSE_VALUES)} (off), or unset it")
+
+
 def fast_mode() -> bool:
-    """Return True when ``MVTEC_TUTORIAL_FAST=1``: notebooks shrink run sizes (used by ``make test``)."""
-    return os.environ.get(FAST_ENV, "0") == "1"
+    """Return True when ``MVTEC_TUTORIAL_FAST`` is on (1, true, yes, on): notebooks shrink run sizes (``make test``)."""
+    return env_flag(FAST_ENV)
 
 
 def seed_everything(seed: int) -> None:

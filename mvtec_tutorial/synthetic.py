@@ -500,10 +500,59 @@ def _write_category(root: Path, category: str, manifest: dict, *, overwrite: boo
         if not overwrite and _read_manifest(target) == manifest:
             return  # another process finished the same build first; ours is removed below
         if target.exists():
-            shutil.rmtree(target)
-        scratch.rename(target)
+            _replace_build(target, scratch, manifest)
+        else:
+            scratch.rename(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _written_files(manifest: dict) -> set[str]:
+    """Paths (relative, POSIX) of every file :func:`make_dataset` wrote for ``manifest``.
+
+    A manifest of a replacement cut short (``{"replacing": [old, new]}``) covers both builds.
+    """
+    if "replacing" in manifest:
+        return set().union(*(_written_files(each) for each in manifest["replacing"]))
+    names = {"readme.txt", MANIFEST_NAME}
+    names |= {f"train/good/{i:03d}.png" for i in range(manifest["n_train"])}
+    names |= {f"test/good/{i:03d}.png" for i in range(manifest["n_test_good"])}
+    for defect_type in manifest["defect_types"]:
+        for i in range(manifest["n_test_per_defect"]):
+            names |= {f"test/{defect_type}/{i:03d}.png", f"ground_truth/{defect_type}/{i:03d}_mask.png"}
+    return names
+
+
+def _files_built_in(folder: Path) -> set[str]:
+    """:func:`_written_files` of the build in ``folder``; FileExistsError when its manifest does not say."""
+    try:
+        return _written_files(_read_manifest(folder))
+    except (TypeError, KeyError, AttributeError) as error:
+        raise FileExistsError(f"{folder / MANIFEST_NAME} is unreadable, so which files make_dataset wrote there is "
+                              "unknown and nothing was deleted; move the folder away (or delete it yourself) or "
+                              "pick another root") from error
+
+
+def _replace_build(target: Path, scratch: Path, manifest: dict) -> None:
+    """Swap the files of an earlier build in ``target`` for the new build in ``scratch``.
+
+    Only files the earlier build wrote (its manifest says which) are deleted, and folders only
+    when that leaves them empty: a user's notes or extra defect folder inside a category survive.
+    The manifest first records both builds, so a replacement cut short is cleaned up by the next.
+    """
+    old = _read_manifest(target)
+    stale = _files_built_in(target) - _written_files(manifest)
+    (target / MANIFEST_NAME).write_text(json.dumps({"replacing": [old, manifest]}) + "\n")
+    for name in sorted(stale):
+        (target / name).unlink(missing_ok=True)
+    for name in sorted(_written_files(manifest) - {MANIFEST_NAME}):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / name).replace(target / name)
+    (scratch / MANIFEST_NAME).replace(target / MANIFEST_NAME)
+    for folder in sorted({(target / name).parent for name in stale}, key=lambda f: -len(f.parts)):
+        for empty in (folder, folder.parent):
+            if empty != target and empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
 
 
 def _read_manifest(folder: Path) -> dict | None:
@@ -538,7 +587,8 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
     n_train, n_test_good, n_test_per_defect : int, default 60, 10, 6
         Images in ``train/good``, ``test/good`` and each ``test/<defect_type>``.
     overwrite : bool, default False
-        Rebuild categories that exist (only folders this function wrote are ever deleted).
+        Rebuild categories that exist. Only files this function wrote (as their manifest lists
+        them) are replaced or deleted; anything else in a category folder stays.
     progress : bool, default True
         Show a progress bar per category.
 
@@ -553,7 +603,8 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
         On an unknown category or a count/size/seed that is not a big enough integer.
     FileExistsError
         If a category folder exists with other parameters and ``overwrite`` is False, or it
-        was not written by this function (then it is never deleted).
+        was not written by this function, or its manifest is unreadable (then nothing in it is
+        deleted).
 
     Notes
     -----
@@ -592,5 +643,6 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
             if not overwrite:
                 raise FileExistsError(f"{folder} was built with other parameters ({existing}) than requested "
                                       f"({manifest}); pass overwrite=True to rebuild it or pick another root")
+            _files_built_in(folder)  # refuse an unreadable manifest before building
         _write_category(root, category, manifest, overwrite=overwrite, progress=progress)
     return root

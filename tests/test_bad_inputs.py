@@ -5,8 +5,10 @@ Like torchvision's dataset tests, every data case writes a tiny fake MVTec AD tr
 (the download tests replace ``urllib.request.urlopen``).
 """
 import io
+import os
 import struct
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -355,3 +357,327 @@ def test_download_on_a_python_without_extraction_filters_fails_before_fetching(t
     with pytest.raises(RuntimeError, match="needs Python 3.11.4 or later.*make distclean install"):
         data.download(tmp_path, ["bottle"], url=URL)
     assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- round two: files, environment, CLI, models
+def users_files(folder: Path) -> dict[Path, bytes]:
+    """A user's own files in ``folder``, as a {path: content} dict to compare with afterwards."""
+    files = {folder / "my_model.pt": b"weights", folder / "notes.txt": b"mine", folder / "sub" / "old.pt": b"kept"}
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def still_there(files: dict[Path, bytes]) -> bool:
+    return all(path.is_file() and path.read_bytes() == content for path, content in files.items())
+
+
+def test_cache_clear_deletes_only_the_fits_it_wrote(tmp_path, monkeypatch):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    mine = users_files(tmp_path)
+    record = cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False)
+    (tmp_path / f"MeanImage-{'0' * 32}.pt").write_bytes(b"named like a fit, but not the cache's")
+    mine[tmp_path / f"MeanImage-{'0' * 32}.pt"] = b"named like a fit, but not the cache's"
+    assert cache.clear() == 1
+    assert not record.path.exists() and still_there(mine)
+
+
+@pytest.mark.parametrize("where", ["folder", "home"])
+def test_cache_clear_refuses_a_folder_it_did_not_create(tmp_path, monkeypatch, where):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mine = users_files(tmp_path)
+    with pytest.raises(FileExistsError, match="has no .mvtec_tutorial_cache, so the fit cache did not create it; "
+                                              "nothing was deleted"):
+        cache.clear(tmp_path if where == "folder" else "~")
+    assert still_there(mine)
+
+
+@pytest.mark.parametrize("value", ["1", "on", "TRUE"])
+def test_cache_on_switches_mean_the_default_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() == cache.DEFAULT_CACHE_DIR
+
+
+@pytest.mark.parametrize("value", ["none", "disabled", "OFF", " False "])
+def test_cache_off_switches_create_no_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() is None
+    assert cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False).path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("Yes", True), ("ON", True),
+                                             ("0", False), ("false", False), ("no", False), ("Off", False),
+                                             ("", False)])
+def test_fast_mode_reads_booleans(monkeypatch, value, expected):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, value)
+    assert settings.fast_mode() is expected
+
+
+def test_fast_mode_refuses_anything_else_naming_the_variable(monkeypatch):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, "fast")
+    with pytest.raises(ValueError, match="MVTEC_TUTORIAL_FAST='fast' is not an on/off value; set it to one of 1, "
+                                         "true, yes, on"):
+        settings.fast_mode()
+
+
+def test_synthetic_overwrite_removes_only_what_the_generator_wrote(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=3, n_test_good=1, n_test_per_defect=2, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    folder = tmp_path / "pill"
+    mine = {folder / "my_notes.txt": b"mine", folder / "test" / "my_defect" / "000.png": b"my image",
+            folder / "train" / "good" / "my_extra.png": b"my normal image"}
+    for path, content in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    synthetic.make_dataset(tmp_path, "pill", **{**options, "seed": 1, "n_train": 2, "n_test_per_defect": 1},
+                           overwrite=True)
+    assert still_there(mine)
+    assert sorted(p.name for p in (folder / "train" / "good").iterdir()) == ["000.png", "001.png", "my_extra.png"]
+    assert not (folder / "test" / "crack" / "001.png").exists()
+    assert len(data.MVTecAD(tmp_path, "pill", "test", defect_types=["crack"])) == 1
+
+
+def test_synthetic_overwrite_with_an_unreadable_manifest_deletes_nothing(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=1, n_test_good=1, n_test_per_defect=1, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    (tmp_path / "pill" / synthetic.MANIFEST_NAME).write_text("{damaged")
+    before = sorted(p for p in (tmp_path / "pill").rglob("*"))
+    with pytest.raises(FileExistsError, match="synthetic.json is unreadable, .*nothing was deleted"):
+        synthetic.make_dataset(tmp_path, "pill", **options, overwrite=True)
+    assert sorted(p for p in (tmp_path / "pill").rglob("*")) == before
+
+
+@pytest.mark.parametrize("predictions", [np.array([0.2, 0.9]), np.array(["0", "1"])], ids=["scores", "strings"])
+def test_classification_accuracy_refuses_scores_and_strings_as_predictions(predictions):
+    with pytest.raises(ValueError, match="predictions must be 0/1 or bool .*for anomaly scores pass scores > threshold"):
+        metrics.classification_accuracy(np.array([0, 1]), predictions)
+
+
+def test_classification_accuracy_refuses_string_labels():
+    with pytest.raises(ValueError, match="labels must contain only 0 .* got values \\['defective' 'good'\\].*"
+                                         "labels == 'defective'"):
+        metrics.classification_accuracy(np.array(["good", "defective"]), np.array([0, 1]))
+
+
+def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule():
+    area = 10**9
+    with pytest.raises(ValueError, match=f"min_defect_area={area} exceeds the 16 pixels of one 4 x 4 map, so every "
+                                         "image would be called good; pass at most H \\* W pixels"):
+        metrics.classify(MAPS, 0.5, min_defect_area=area)
+    with pytest.raises(ValueError, match=f"min_defect_area must be an integer in \\[1, 16\\], got {area}"):
+        thresholds.min_defect_area_threshold(MAPS, area)
+    assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
+
+
+def broken_method(kind, seed, schedule):
+    """A benchmark method factory whose detector fails to fit (as when memory runs out)."""
+    from mvtec_tutorial import models
+
+    class Broken(models.MeanImage):
+        def _fit(self, images):
+            raise RuntimeError("out of memory")
+
+    return Broken(seed=seed)
+
+
+def test_benchmark_command_exits_non_zero_when_a_cell_failed(synthetic_root, tmp_path, monkeypatch, capsys):
+    from mvtec_tutorial import benchmark
+
+    monkeypatch.setitem(benchmark.METHODS, "broken", (broken_method, ("texture", "object")))
+    with pytest.raises(SystemExit, match="1 cell\\(s\\) failed: bottle / broken; .*run again") as exit_:
+        benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "broken", "mean_image",
+                        "--image-size", "32", "--no-cache", "--out", str(tmp_path)])
+    assert exit_.value.code != 0
+    assert "| mean_image |" in capsys.readouterr().out  # the cells that worked are measured and shown
+
+
+def test_benchmark_takes_a_single_category_and_method_name_as_one_item(synthetic_root, tmp_path):
+    from mvtec_tutorial import benchmark
+
+    results = benchmark.run(synthetic_root, "bottle", "mean_image", tmp_path, image_size=32, cache=False,
+                            progress=False)
+    assert set(results["category"]) == {"bottle"} and set(results["method"]) == {"mean_image"}
+
+
+def test_benchmark_out_expands_the_home_folder(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "mean_image",
+                    "--image-size", "32", "--no-cache", "--out", "~/res"])
+    assert (tmp_path / "home" / "res" / "results.csv").is_file() and not (tmp_path / "~").exists()
+
+
+def test_benchmark_results_write_that_fails_leaves_no_part_file(synthetic_root, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mvtec_tutorial import benchmark
+
+    def disk_full(self, path, **kwargs):
+        Path(path).write_text("category,meth")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: pd.DataFrame(columns=benchmark.COLUMNS))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_benchmark_data_fingerprint_takes_a_file_name_that_is_not_utf8(tmp_path):
+    from mvtec_tutorial import benchmark
+
+    root = fake_tree(tmp_path)
+    before = benchmark.data_fingerprint(root, CATEGORY)
+    with open(os.fsencode(root / CATEGORY / "test") + b"/caf\xe9.png", "wb") as file:  # Latin-1, as from old Windows
+        file.write(b"x")
+    after = benchmark.data_fingerprint(root, CATEGORY)
+    assert len(after) == 64 and after != before
+
+
+def test_benchmark_stale_lock_fails_before_the_cell_is_computed(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    lock = tmp_path / ".results.lock"
+    lock.write_text(str(os.getpid()))  # a live process number, e.g. reused after the writer was killed
+    ten_minutes_ago = time.time() - 600
+    os.utime(lock, (ten_minutes_ago, ten_minutes_ago))
+    calls = []
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(RuntimeError, match="has held .*results.lock for 600 s; .*delete the lock if no run"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert calls == []
+
+
+def broken_settings():
+    """Hyperparameters that used to fit and then give wrong maps, each with the start of its message."""
+    from mvtec_tutorial import models
+
+    return {
+        "PaDiM regularization=-1": (lambda: models.PaDiM(regularization=-1),
+                                    "regularization must be a real number > 0, got -1; the paper adds 0.01"),
+        "MeanImage std_floor=0": (lambda: models.MeanImage(std_floor=0),
+                                  "std_floor must be a real number > 0, got 0; .*divides by zero"),
+        "MeanImage std_floor=-1": (lambda: models.MeanImage(std_floor=-1), "std_floor must be a real number > 0"),
+        "MeanImage smoothing_sigma=-2": (lambda: models.MeanImage(smoothing_sigma=-2),
+                                         "smoothing_sigma must be a real number >= 0, got -2; .*0 turns it off"),
+        "PatchCore projection_dim=0": (lambda: models.PatchCore(projection_dim=0),
+                                       "projection_dim must be an integer >= 1, got 0; .*None compares the full"),
+        "PatchCore smoothing_sigma=-1": (lambda: models.PatchCore(smoothing_sigma=-1),
+                                         "smoothing_sigma must be a real number >= 0"),
+        "VariationModel std_floor=0": (lambda: models.VariationModel(std_floor=0), "std_floor must be a real number > 0"),
+        "VariationModel upsample_factor=0": (lambda: models.VariationModel(upsample_factor=0),
+                                             "upsample_factor must be an integer >= 1"),
+        "GMMTexture n_components=0": (lambda: models.GMMTexture(n_components=0), "n_components must be an integer >= 1"),
+        "FeatureDictionary n_fit_patches=0": (lambda: models.FeatureDictionary(patch_size=8, n_fit_patches=0),
+                                              "n_fit_patches must be an integer >= 1"),
+        "ConvAutoencoder epochs=0": (lambda: models.ConvAutoencoder(epochs=0), "epochs must be a positive integer"),
+        "ConvAutoencoder learning_rate=-1": (lambda: models.ConvAutoencoder(learning_rate=-1e-3),
+                                             "learning_rate must be a real number > 0"),
+        "AnoGAN feature_weight=2": (lambda: models.AnoGAN(work_size=16, feature_weight=2),
+                                    "feature_weight must be a real number in \\[0, 1\\], got 2"),
+        "FAnoGAN kappa=-1": (lambda: models.FAnoGAN(work_size=16, kappa=-1), "kappa must be a real number >= 0"),
+    }
+
+
+@pytest.mark.parametrize("case", list(broken_settings()))
+def test_hyperparameter_that_breaks_a_method_is_refused_at_fit(case):
+    make, message = broken_settings()[case]
+    detector = make()
+    with pytest.raises(ValueError, match=message):
+        detector.fit(torch.rand(4, 3, 32, 32), progress=False)
+    assert not hasattr(detector, "image_shape_")  # nothing learned, nothing half-fitted
+
+
+def test_seed_none_is_refused_saying_what_to_pass():
+    from mvtec_tutorial import models
+    from mvtec_tutorial.models import supervised
+
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        models.MeanImage(seed=None).fit(torch.rand(2, 3, 8, 8), progress=False)
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        supervised.SupervisedClassifier(seed=None).fit(torch.rand(2, 3, 8, 8), np.array([0, 1]), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one distinct patch: the point
+def test_gmm_texture_on_uniform_images_is_refused_not_nan():
+    from mvtec_tutorial import models
+
+    with pytest.raises(ValueError, match="no texture on pyramid levels \\[0, 1\\].*use MeanImage or VariationModel"):
+        models.GMMTexture(n_levels=2, n_fit_patches=500).fit(torch.full((3, 3, 32, 32), 0.5), progress=False)
+
+
+def test_three_grayscale_images_stacked_as_one_rgb_shape_are_refused():
+    from mvtec_tutorial import models
+
+    grayscale = np.random.default_rng(0).random((3, SIZE, SIZE), dtype=np.float32)
+    with pytest.raises(ValueError, match="got a 3-D array \\(3, 8, 8\\): one RGB image or 3 grayscale images\\? "
+                                         "Pass images as \\(N, 3, H, W\\): one image as image\\[None\\]"):
+        models.MeanImage().fit(grayscale, progress=False)
+    fitted = models.MeanImage().fit(np.repeat(grayscale[:, None], 3, axis=1), progress=False)  # the fix it names
+    assert fitted.mean_.shape == (3, SIZE, SIZE)
+
+
+def not_images(root: Path) -> dict:
+    """What users pass to fit instead of images, with the start of what the error tells them."""
+    from torch.utils.data import DataLoader
+
+    dataset = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    paths = sorted((root / CATEGORY / "train" / "good").iterdir())
+    return {
+        "list of paths": ([str(p) for p in paths], "got file paths .*data.read_folder\\(folder\\)"),
+        "folder": (root / CATEGORY / "train", "got file paths .*data.MVTecAD\\(root, category, 'train'\\)"),
+        "DataLoader": (DataLoader(dataset, batch_size=2), "got a DataLoader; pass its dataset \\(loader.dataset\\)"),
+        "Split": (data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.5, progress=False),
+                  "got a whole Split; pass split.train to fit"),
+    }
+
+
+@pytest.mark.parametrize("case", ["list of paths", "folder", "DataLoader", "Split"])
+def test_fit_on_something_that_is_not_images_says_how_to_load_them(tmp_path, case):
+    from mvtec_tutorial import models
+
+    value, message = not_images(fake_tree(tmp_path))[case]
+    with pytest.raises(TypeError, match="fit and predict take images: a Dataset of item dicts \\(MVTecAD\\) or a "
+                                        f"tensor/ndarray \\(N, 3, H, W\\) float in \\[0, 1\\], {message}"):
+        models.MeanImage().fit(value, progress=False)
+
+
+def test_one_training_image_says_what_actually_works(tmp_path):
+    from mvtec_tutorial import models
+
+    root = fake_tree(tmp_path, n_train=1)
+    for fraction in (0.2, 0.01):  # no fraction helps, so the message must not suggest one
+        with pytest.raises(ValueError, match="got 1 training image\\(s\\), but at least 2 are needed.*add normal "
+                                             "images to train/good, or fit the detector on your images directly"):
+            data.load_split(root, CATEGORY, image_size=None, validation_fraction=fraction, progress=False)
+    train = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    assert models.MeanImage().fit(train, progress=False).mean_.shape == (3, SIZE, SIZE)  # the fix it names works
+
+
+def test_validation_fraction_too_large_for_two_images_names_the_largest_that_works(tmp_path):
+    root = fake_tree(tmp_path, n_train=2)
+    with pytest.raises(ValueError, match="cannot hold out 2 of 2 images; use a validation_fraction below 0.75"):
+        data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.8, progress=False)
+    split = data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.7, progress=False)
+    assert (len(split.train), len(split.validation)) == (1, 1)

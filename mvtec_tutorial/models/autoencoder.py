@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.data import CATEGORIES, Augmentation, category_info, to_grayscale
 from mvtec_tutorial.models.autoencoder_networks import (OUTPUTS, MirroredAutoencoder, bergmann_network,
                                                         reconstruct_patchwise, tutorial_network, window_starts)
@@ -254,9 +255,10 @@ class ConvAutoencoder(AnomalyDetector):
         if self.normalisation is not None and self.loss != "l2":
             raise ValueError(f"normalisation={self.normalisation!r} works with loss='l2' only: SSIM needs "
                              "images in [0, 1]; pass normalisation=None")
-        for name in ("stride", "n_views", "batch_size", "latent_dim"):
+        for name in ("stride", "n_views", "batch_size", "latent_dim", "epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
         if isinstance(self.augmentation, str):
             if self.augmentation not in CATEGORIES:
                 raise ValueError(f"no augmentation recorded for {self.augmentation!r}; known: "

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mvtec_tutorial import __version__
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.data import as_images
 from mvtec_tutorial.settings import get_device, source_hash
 
@@ -80,7 +81,15 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
             Normal images only. Fitting again forgets everything learned before.
         progress : bool, default=True
             Show progress bars (also while predicting).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a ``seed`` that is not an integer >= 0, images in another form or shape than above
+            (the message says how to load them), or a hyperparameter that breaks the method.
         """
+        check_scalar(self.seed, "seed", low=0, integer=True,
+                     hint="it seeds the method's own random generators; pass e.g. seed=0")
         images = as_images(train_dataset, progress=progress)
         self._forget()
         # Set before _fit, so helpers that _fit calls pass _check_fitted; a failed fit leaves nothing.

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import backbones, training
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import NotFittedError, as_images
 from mvtec_tutorial.settings import get_device
 
@@ -294,6 +295,10 @@ class SupervisedClassifier:
         for name in ("epochs", "batch_size", "work_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_scalar(self.seed, "seed", low=0, integer=True, hint="it seeds the classifier's own generators; "
+                                                                  "pass e.g. seed=0")
+        check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
+        check_scalar(self.momentum, "momentum", low=0, high=1, high_open=True)
         self._build(load_weights=True)
         self.progress_ = progress
         counts = torch.bincount(labels, minlength=2).float()
