@@ -91,8 +91,9 @@ TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROO
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # Modules whose docstring examples run as tests (conftest.py gives them `tmp_path`).
-DOCTESTED := $(addprefix mvtec_tutorial/,data.py synthetic.py metrics.py thresholds.py training.py \
-	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) $(wildcard mvtec_tutorial/models/*.py)
+DOCTESTED := $(addprefix mvtec_tutorial/,synthetic.py metrics.py thresholds.py training.py \
+	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) \
+	$(wildcard mvtec_tutorial/data/*.py) $(wildcard mvtec_tutorial/models/*.py)
 
 test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -c "from mvtec_tutorial import settings; settings.data_root()"  # build once, before the workers

@@ -1,4 +1,5 @@
 import shutil
+import urllib.request
 
 import numpy as np
 import pytest
@@ -175,7 +176,7 @@ def test_failed_download_keeps_partial_file_and_says_what_to_do(tmp_path, monkey
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(OSError, match="partial file .* is kept.*download by hand"):
         data.download(tmp_path, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz")
 
@@ -205,7 +206,7 @@ def test_download_resumes_a_partial_file(synthetic_root, tmp_path, monkeypatch):
         requested["range"] = request.get_header("Range")
         return Response(payload[1000:])
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", serve)
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
     data.download(out, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz",
                   sha256=data.sha256_of(archive))
     assert requested["range"] == "bytes=1000-"
