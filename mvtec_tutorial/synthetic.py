@@ -38,6 +38,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mvtec_tutorial.data import MVTecAD, read_image
+from mvtec_tutorial.settings import user_path
 
 #: Category name -> kind, using MVTec AD names so notebooks run unchanged on real data.
 SYNTHETIC_CATEGORIES: dict[str, str] = {
@@ -579,7 +580,7 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
     _check_int("image_size", image_size, MIN_IMAGE_SIZE)
     for name, value in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect)):
         _check_int(name, value, 1)
-    root = Path(root).expanduser()
+    root = user_path(root)
     root.mkdir(parents=True, exist_ok=True)
     for category in names:
         manifest = {"generator": "mvtec_tutorial.synthetic", "generator_version": GENERATOR_VERSION,
@@ -642,7 +643,7 @@ def demo_folder(destination: str | Path, *, category: str = "bottle", image_size
     >>> sorted(p.relative_to(folder / "normal").as_posix() for p in (folder / "normal").rglob("*.*"))
     ['line_a/part_000.png', 'line_a/part_002.bmp', 'line_b/part_001.PNG', 'line_b/part_003.png']
     """
-    destination = Path(destination).expanduser()
+    destination = user_path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise FileExistsError(f"{destination} is not empty; pass a new or empty folder")
     suffixes = (".png", ".PNG", ".bmp")  # every case and format read_folder accepts, in turn

@@ -1,12 +1,18 @@
+import os
 import shutil
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mvtec_tutorial import data
+from mvtec_tutorial import data, settings
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def copy_category(synthetic_root, tmp_path, category="bottle"):
@@ -226,3 +232,38 @@ def test_load_split_holds_the_protocol_images(synthetic_root):
     np.testing.assert_array_equal(split.labels, labels)
     assert split.defect_types == defect_types and len(split.test_paths) == len(labels)
     assert "train 6, validation 2" in repr(split)
+
+
+# ----------------------------------------------------------------------------- paths the user gives
+def test_relative_and_home_paths_are_resolved_once_where_they_were_given(synthetic_root, tmp_path, monkeypatch):
+    copy_category(synthetic_root, tmp_path / "project" / "data")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.setenv(settings.ROOT_ENV, "data")
+    root = settings.data_root()
+    dataset = data.MVTecAD("data", "bottle", "train")
+    monkeypatch.chdir(tmp_path)  # a later change of directory changes neither
+    assert root == dataset.root == tmp_path / "project" / "data"
+    assert len(dataset[0]["image"]) == 3
+    assert data.MVTecAD("~/project/data", "bottle", "train").root == root
+    images, paths = data.read_folder("~/project/data/bottle/train", image_size=8)
+    assert paths[0].is_absolute() and len(images) == len(dataset)
+
+
+def test_make_exports_a_relative_mvtec_root_absolute_for_the_notebooks(synthetic_root, tmp_path):
+    """`MVTEC_ROOT=data/mvtec_ad make course`: nbconvert starts each kernel in notebooks/, not where make ran."""
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    copy_category(synthetic_root, tmp_path / "data" / "mvtec_ad")
+    (tmp_path / "notebooks").mkdir()
+    kernel = ("from mvtec_tutorial import data, settings; "
+              "print(settings.data_root(), len(data.MVTecAD(settings.data_root(), 'bottle', 'train')))")
+    # A recipe that starts Python in notebooks/ with make's environment, as `make course` starts each kernel.
+    recipe = f'probe: ; cd notebooks && "{sys.executable}" -c "{kernel}"'
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), settings.ROOT_ENV: "data/mvtec_ad"}
+    result = subprocess.run(["make", "--no-print-directory", "-s", "-f", str(REPOSITORY / "Makefile"),
+                             f"--eval={recipe}", "probe"], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    n_train = len(data.MVTecAD(synthetic_root, "bottle", "train"))
+    assert result.stdout.split() == [str(tmp_path / "data" / "mvtec_ad"), str(n_train)]

@@ -12,6 +12,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from mvtec_tutorial.data.mvtec import CATEGORIES, category_info
+from mvtec_tutorial.settings import user_path
 
 # The official archive (all 15 categories, 4.9 GiB). Mirrors have moved before: when this URL
 # rots, download by hand from MVTEC_HOMEPAGE and pass archive=<path>.
@@ -67,7 +68,7 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
         raise RuntimeError(f"download needs Python 3.11.4 or later to extract the archive safely "
                            f"(tarfile's filter='data'); this is Python {sys.version.split()[0]}. "
                            "Install a newer Python, then rebuild the environment: make distclean install")
-    root = Path(root).expanduser()
+    root = user_path(root)
     if isinstance(categories, str):
         categories = [categories]  # one name, not a sequence of letters
     categories = list(CATEGORIES if categories is None else categories)
@@ -78,7 +79,7 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
         archive = root / Path(url).name
         if not archive.exists():
             _fetch(url, archive)
-    archive = Path(archive)
+    archive = user_path(archive)
     actual = sha256_of(archive)
     if actual != sha256:
         corrupt = archive.with_name(archive.name + ".corrupt")

@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from mvtec_tutorial.data.images import read_image, read_mask, resize
+from mvtec_tutorial.settings import user_path
 
 #: Image files :func:`read_folder` reads, by their ending, compared without regard to case.
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -70,7 +71,7 @@ def read_folder(folder: str | Path, *, image_size: int | None = 256, pattern: st
     >>> tuple(images.shape), [path.relative_to(tmp_path).as_posix() for path in paths]
     ((2, 3, 32, 32), ['a.png', 'day_2/b.JPG'])
     """
-    folder = Path(folder).expanduser()
+    folder = user_path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the folder that holds your images")
     paths = _image_files(folder, pattern)
@@ -136,7 +137,7 @@ def read_folder_masks(mask_folder: str | Path, image_paths: Sequence[str | Path]
     >>> masks.shape, masks.sum(axis=(1, 2)).tolist()
     ((2, 8, 8), [0, 4])
     """
-    mask_folder, image_folder = Path(mask_folder).expanduser(), Path(image_folder).expanduser()
+    mask_folder, image_folder = user_path(mask_folder), user_path(image_folder)
     if not mask_folder.is_dir():
         raise FileNotFoundError(f"mask folder {mask_folder} is not a folder; pass the folder that holds your masks")
 
@@ -150,7 +151,7 @@ def read_folder_masks(mask_folder: str | Path, image_paths: Sequence[str | Path]
         if name in masks:
             raise ValueError(f"{masks[name]} and {path} are both masks of the image {name}; delete one of them")
         masks[name] = path
-    image_paths = [Path(path) for path in image_paths]
+    image_paths = [user_path(path) for path in image_paths]
     outside = [str(path) for path in image_paths if not path.is_relative_to(image_folder)]
     if outside:
         raise ValueError(f"images not under image_folder={image_folder}: {', '.join(outside[:3])}; pass the folder "

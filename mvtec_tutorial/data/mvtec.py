@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mvtec_tutorial.data.images import read_image, read_mask, resize
+from mvtec_tutorial.settings import user_path
 
 GOOD = "good"
 SPLITS = ("train", "test")
@@ -184,7 +185,7 @@ class MVTecAD(Dataset):
         defect_types: Sequence[str] | None = None,
         transform: Callable | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = user_path(root)
         self.category = category
         self.split = split
         self.image_size = image_size
