@@ -169,13 +169,14 @@ def test_download_from_a_manual_archive_verifies_and_extracts(synthetic_root, tm
     assert len(data.MVTecAD(root, "bottle", "test")) == len(data.MVTecAD(synthetic_root, "bottle", "test"))
 
 
-def test_tampered_archive_is_refused_and_kept_aside(synthetic_root, tmp_path):
+def test_tampered_archive_is_refused_and_the_users_file_left_as_it_is(synthetic_root, tmp_path):
     archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
     _tar_category(synthetic_root, "bottle", archive)
-    with pytest.raises(ValueError, match="SHA-256 .* expected 0000"):
+    content = archive.read_bytes()
+    with pytest.raises(ValueError, match="SHA-256 .* expected 0000.*; it is left as it is"):
         data.download(tmp_path / "out", ["bottle"], archive=archive, sha256="0" * 64)
     assert not (tmp_path / "out" / "bottle").exists()
-    assert (tmp_path / "mvtec_anomaly_detection.tar.xz.corrupt").exists()
+    assert archive.read_bytes() == content and not (tmp_path / "mvtec_anomaly_detection.tar.xz.corrupt").exists()
 
 
 def test_failed_download_keeps_partial_file_and_says_what_to_do(tmp_path, monkeypatch):

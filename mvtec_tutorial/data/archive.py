@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,6 +38,11 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
              url: str = MVTEC_URL, sha256: str = MVTEC_SHA256) -> Path:
     """Download (or take) the official MVTec AD archive, verify it and extract categories.
 
+    Each category is extracted into a scratch folder inside ``root`` and moved into place only
+    when complete, so an interrupted run (Ctrl-C, a full disk) leaves no partial category that
+    :class:`~mvtec_tutorial.data.MVTecAD` would load. A category already in ``root`` is left as
+    it is (the run says so); nothing of yours is overwritten, renamed or deleted.
+
     Parameters
     ----------
     root : str or Path
@@ -45,7 +52,7 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
     archive : str or Path, optional
         A ``mvtec_anomaly_detection.tar.xz`` you downloaded by hand; nothing is fetched.
     url, sha256 : str
-        Where to fetch from and the digest the archive must have.
+        Where to fetch from and the digest the archive must have (hex, any case).
 
     Returns
     -------
@@ -55,11 +62,14 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
     Raises
     ------
     ValueError
-        If the archive's SHA-256 differs (the file is kept aside as ``*.corrupt`` and
-        nothing is extracted) or a category is unknown.
+        If the archive's SHA-256 differs (nothing is extracted; an archive this call downloaded
+        is kept aside as ``*.corrupt``, yours is left as it is), ``sha256`` is not 64 hex digits,
+        ``categories`` is empty or a category is unknown.
     OSError
         If the download fails; the message says how to download by hand. A partial
         download is kept and resumed on the next call.
+    FileNotFoundError
+        If ``archive`` is not a regular file, or the archive lacks a requested category.
     RuntimeError
         Before anything is fetched, if this Python lacks ``tarfile``'s extraction filters
         (Python 3.11.4 or later has them), which keep the archive from writing outside ``root``.
@@ -72,21 +82,39 @@ def download(root: str | Path, categories: Sequence[str] | None = None, *, archi
     if isinstance(categories, str):
         categories = [categories]  # one name, not a sequence of letters
     categories = list(CATEGORIES if categories is None else categories)
+    if not categories:
+        raise ValueError("categories is empty, so there is nothing to extract; pass None for all 15 categories "
+                         "or names such as ['bottle']")
     for name in categories:
         category_info(name)
+    expected = sha256.strip().lower()
+    if len(expected) != 64 or set(expected) - set("0123456789abcdef"):
+        raise ValueError(f"sha256={sha256!r} is not a SHA-256 digest (64 hexadecimal digits); pass the digest "
+                         f"the archive's source publishes (the official one is MVTEC_SHA256)")
+    present = [name for name in categories if (root / name).exists()]
+    if present:
+        print(f"already in {root}, left as they are: {', '.join(present)}")
+    missing = [name for name in categories if name not in present]
+    if not missing:
+        return root
     root.mkdir(parents=True, exist_ok=True)
-    if archive is None:
-        archive = root / Path(url).name
-        if not archive.exists():
-            _fetch(url, archive)
-    archive = user_path(archive)
+    fetched = archive is None and not (root / Path(url).name).exists()
+    archive = root / Path(url).name if archive is None else user_path(archive)
+    if fetched:
+        _fetch(url, archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} is not a regular file; pass the path of the downloaded "
+                                "mvtec_anomaly_detection.tar.xz")
     actual = sha256_of(archive)
-    if actual != sha256:
-        corrupt = archive.with_name(archive.name + ".corrupt")
-        archive.replace(corrupt)
-        raise ValueError(f"{archive} has SHA-256 {actual}, expected {sha256}; moved it to {corrupt}. "
-                         f"Delete it and download again, or fetch it by hand from {MVTEC_HOMEPAGE}.")
-    _extract(archive, root, categories)
+    if actual != expected:
+        kept = "it is left as it is"
+        if fetched:  # a file this call wrote; moved aside so that the next call downloads afresh
+            corrupt = archive.with_name(archive.name + ".corrupt")
+            archive.replace(corrupt)
+            kept = f"moved it to {corrupt}"
+        raise ValueError(f"{archive} has SHA-256 {actual}, expected {expected}; {kept}. Delete it and download "
+                         f"again, or fetch it by hand from {MVTEC_HOMEPAGE}.")
+    _extract(archive, root, missing)
     return root
 
 
@@ -120,11 +148,18 @@ def _fetch(url: str, destination: Path) -> None:
 
 
 def _extract(archive: Path, root: Path, categories: Sequence[str]) -> None:
+    """Extract ``categories`` into a scratch folder in ``root``, then move each complete one into place."""
     wanted = tuple(categories)
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if Path(m.name).parts and Path(m.name).parts[0] in wanted]
-        for member in tqdm(members, desc="extracting", unit="file"):
-            tar.extract(member, root, filter="data")
-    missing = [name for name in wanted if not (root / name / "train").is_dir()]
-    if missing:
-        raise FileNotFoundError(f"{archive} held no folder for {', '.join(missing)}; is it the MVTec AD archive?")
+    scratch = Path(tempfile.mkdtemp(prefix=".extracting-", dir=root))  # same disk: the move is a rename
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if Path(m.name).parts and Path(m.name).parts[0] in wanted]
+            for member in tqdm(members, desc="extracting", unit="file"):
+                tar.extract(member, scratch, filter="data")
+        missing = [name for name in wanted if not (scratch / name / "train").is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{archive} held no folder for {', '.join(missing)}; is it the MVTec AD archive?")
+        for name in wanted:
+            (scratch / name).rename(root / name)
+    finally:
+        shutil.rmtree(scratch)  # this call's own folder: what is left there is incomplete

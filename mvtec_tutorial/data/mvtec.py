@@ -9,8 +9,9 @@ The official layout, which any category folder of your own may follow too::
 
 Masks are matched to images by file name, never by sort position, and a test image
 without its mask (or a mask without its image) is an error that names the file. File
-extensions may be in any case (``000.PNG``). A mask pixel is defective when its colour is not
-black, so 0/255, 0/1, coloured and palette masks all work; a mask must have its image's size.
+extensions may be in any case (``000.PNG``). A mask pixel is defective where it is brighter than
+half of the mask's brightest value (:func:`mvtec_tutorial.data.images.read_mask`), so 0/255, 0/1,
+coloured, palette, anti-aliased and JPEG masks all work; a mask must have its image's size.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mvtec_tutorial.data.images import read_image, read_mask, resize
+from mvtec_tutorial.data.images import check_image_size, read_image, read_mask, resize
 from mvtec_tutorial.settings import user_path
 
 GOOD = "good"
@@ -145,6 +146,8 @@ class MVTecAD(Dataset):
     split : {"train", "test"}
     image_size : int or None, default=256
         Images and masks are resized to ``image_size`` x ``image_size``; None keeps the file size.
+        A whole number of pixels (``64.0`` or ``'256'`` is refused, see
+        :func:`~mvtec_tutorial.data.images.check_image_size`).
     defect_types : str or sequence of str, optional
         Keep only these test folders (``"good"`` included); a single name may be given as a
         string (``defect_types="good"``); default all.
@@ -188,7 +191,7 @@ class MVTecAD(Dataset):
         self.root = user_path(root)
         self.category = category
         self.split = split
-        self.image_size = image_size
+        self.image_size = check_image_size(image_size)
         self.transform = transform
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
@@ -300,7 +303,11 @@ def _match_masks(mask_dir: Path, images: list[Path], defect_type: str) -> list[P
     stems = {p.stem for p in images}
     missing = [str(p) for p in images if p.stem not in masks]
     if missing:
-        raise FileNotFoundError(f"no ground-truth mask in {mask_dir} for images: {', '.join(missing)}")
+        others = sorted(p.name for p in mask_dir.iterdir() if not p.name.lower().endswith(MASK_SUFFIX)) \
+            if mask_dir.is_dir() else []
+        hint = f" (other files there: {', '.join(others[:5])}; masks must be PNG files named <image>_mask.png)" \
+            if others else ""
+        raise FileNotFoundError(f"no ground-truth mask in {mask_dir} for images: {', '.join(missing)}{hint}")
     orphans = sorted(str(masks[stem]) for stem in set(masks) - stems)
     if orphans:
         raise ValueError(f"masks without an image in test/{defect_type}: {', '.join(orphans)}")
