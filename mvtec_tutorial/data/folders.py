@@ -38,7 +38,8 @@ def _image_files(folder: Path, pattern: str) -> list[Path]:
     matched = [p for p in folder.glob(_any_case(pattern)) if visible(p) and not p.is_dir()]
     paths = sorted((p for p in matched if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES),
                    key=lambda p: p.relative_to(folder).as_posix())
-    other_formats = set(Image.registered_extensions()) - set(FOLDER_SUFFIXES)
+    other_formats = {suffix for suffix, kind in Image.registered_extensions().items()
+                     if kind in Image.OPEN} - set(FOLDER_SUFFIXES)  # formats Pillow opens: images, not PDFs
     read_formats = {p.suffix.lower() for p in paths}
     left_out = {
         f"of a format not read (read: {', '.join(FOLDER_SUFFIXES)}; convert them to PNG)":
