@@ -9,6 +9,15 @@ INSTALLED := $(VENV)/.installed
 PYTHON_OK := import sys; sys.exit(sys.version_info < (3, 11, 4))
 # Where `make course` builds the synthetic stand-in dataset when MVTEC_ROOT is not set.
 export MVTEC_TUTORIAL_SYNTHETIC_ROOT ?= $(CURDIR)/build/synthetic
+# nbconvert starts each notebook's kernel in notebooks/, so a relative data path given to make
+# (`MVTEC_ROOT=data/mvtec_ad make course`) is made absolute here, against the folder make runs in;
+# a path starting with ~ is left for Python to expand (mvtec_tutorial.settings.user_path), one with
+# a space as it is (make splits words at spaces).
+absolute = $(if $(or $(filter ~%,$(1)),$(word 2,$(1))),$(1),$(abspath $(1)))
+ifneq ($(MVTEC_ROOT),)
+override export MVTEC_ROOT := $(call absolute,$(MVTEC_ROOT))
+endif
+override export MVTEC_TUTORIAL_SYNTHETIC_ROOT := $(call absolute,$(MVTEC_TUTORIAL_SYNTHETIC_ROOT))
 # `make data` downloads real MVTec AD here (set CATEGORIES="bottle wood" for a subset,
 # ARCHIVE=path/to/mvtec_anomaly_detection.tar.xz to use a file downloaded by hand).
 DATA_DIR ?= $(CURDIR)/data/mvtec_ad
@@ -92,8 +101,9 @@ TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROO
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # Modules whose docstring examples run as tests (conftest.py gives them `tmp_path`).
-DOCTESTED := $(addprefix mvtec_tutorial/,data.py synthetic.py metrics.py thresholds.py training.py \
-	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) $(wildcard mvtec_tutorial/models/*.py)
+DOCTESTED := $(addprefix mvtec_tutorial/,synthetic.py metrics.py thresholds.py training.py \
+	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) \
+	$(wildcard mvtec_tutorial/data/*.py) $(wildcard mvtec_tutorial/models/*.py)
 
 test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -c "from mvtec_tutorial import settings; settings.data_root()"  # build once, before the workers

@@ -37,13 +37,25 @@ def using_real_data() -> bool:
 
 def synthetic_root() -> Path:
     """Folder of the synthetic dataset: ``MVTEC_TUTORIAL_SYNTHETIC_ROOT`` or ``~/.cache/mvtec_tutorial/synthetic``."""
-    return Path(os.environ.get(SYNTHETIC_ROOT_ENV) or DEFAULT_SYNTHETIC_ROOT)
+    return user_path(os.environ.get(SYNTHETIC_ROOT_ENV) or DEFAULT_SYNTHETIC_ROOT)
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """Resolve a path the user gave, once: ``~`` expanded, a relative path made absolute.
+
+    A relative path means the folder the command was run in (the current directory now); made
+    absolute when it is given, it keeps that meaning if the working directory changes later.
+    Symbolic links are kept, so messages show the names the user chose. ``make course`` runs each
+    notebook's kernel in ``notebooks/``, so the Makefile exports ``MVTEC_ROOT`` absolute.
+    """
+    return Path(path).expanduser().absolute()
 
 
 def data_root() -> Path:
     """Return the dataset root the course uses.
 
-    ``MVTEC_ROOT`` when it is set (real MVTec AD; it must exist). Otherwise the synthetic
+    ``MVTEC_ROOT`` when it is set (real MVTec AD; it must exist; a relative path is taken from the
+    current directory, see :func:`user_path`). Otherwise the synthetic
     stand-in, which is built with :func:`mvtec_tutorial.synthetic.make_dataset` the first
     time (a few seconds) and reused afterwards.
 
@@ -54,10 +66,10 @@ def data_root() -> Path:
     """
     real = os.environ.get(ROOT_ENV)
     if real:
-        root = Path(real).expanduser()
+        root = user_path(real)
         if not root.is_dir():
             raise FileNotFoundError(
-                f"{ROOT_ENV}={real!r} is not a folder. Point it at the folder that holds the "
+                f"{ROOT_ENV}={real!r} ({root}) is not a folder. Point it at the folder that holds the "
                 "category folders (e.g. bottle/), run `make data` to download MVTec AD, or unset "
                 f"{ROOT_ENV} to use the built-in synthetic dataset."
             )

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from mvtec_tutorial import data, metrics, thresholds, training
 
@@ -681,3 +682,219 @@ def test_validation_fraction_too_large_for_two_images_names_the_largest_that_wor
         data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.8, progress=False)
     split = data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.7, progress=False)
     assert (len(split.train), len(split.validation)) == (1, 1)
+
+
+# --------------------------------------------------------------------------- round two: images, masks, download
+def through_jpeg(values: np.ndarray) -> np.ndarray:
+    """``values`` (uint8) after a JPEG round trip: the ringing an export through JPEG leaves."""
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(buffer))
+
+
+def soft_square() -> np.ndarray:
+    """SQUARE drawn anti-aliased: a ring of pixels a third covered around it."""
+    values = SQUARE.astype(np.uint8) * 255
+    values[ndimage.binary_dilation(SQUARE) & ~SQUARE] = 85
+    return values
+
+
+SOFT_MASKS = {
+    "anti-aliased": soft_square,
+    "JPEG artefacts": lambda: through_jpeg(SQUARE.astype(np.uint8) * 255),
+    "export noise of 1-2 levels": lambda: (SQUARE * 255 + ~SQUARE * np.random.default_rng(4).integers(
+        0, 3, SQUARE.shape)).astype(np.uint8),
+}
+
+
+@pytest.mark.parametrize("kind", SOFT_MASKS)
+def test_soft_mask_is_binarised_at_half_its_brightest_value(tmp_path, kind):
+    root = fake_tree(tmp_path)
+    values = SOFT_MASKS[kind]()
+    assert np.count_nonzero(values) > SQUARE.sum()  # any non-zero pixel would grow the defect
+    save(values, mask_path(root, 0))
+    np.testing.assert_array_equal(first_item(root, "test")["mask"].numpy(), SQUARE)
+
+
+def test_inverted_mask_is_refused_naming_the_file(tmp_path):
+    root = fake_tree(tmp_path)
+    save((~SQUARE).astype(np.uint8) * 255, mask_path(root, 0))
+    with pytest.raises(ValueError, match="mask .*000_mask.png marks 55 of 64 px .*looks inverted.*Invert it"):
+        first_item(root, "test")
+
+
+def test_rgba_mask_with_the_defect_only_in_alpha(tmp_path):
+    root = fake_tree(tmp_path)
+    transparent_black = np.dstack([np.zeros((SIZE, SIZE, 3), np.uint8), SQUARE.astype(np.uint8) * 255])
+    save(Image.fromarray(transparent_black, "RGBA"), mask_path(root, 0))
+    np.testing.assert_array_equal(first_item(root, "test")["mask"].numpy(), SQUARE)
+
+
+def own_folder(root: Path, images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    """``root/images/<name>`` and ``root/masks/<name>``, as a folder of one's own (read_folder's layout)."""
+    for folder, files in (("images", images), ("masks", masks)):
+        for name, values in files.items():
+            save(values, root / folder / name)
+    return root / "images", root / "masks"
+
+
+def folder_masks(images: Path, masks: Path, **kwargs) -> np.ndarray:
+    _, paths = data.read_folder(images, image_size=None)
+    return data.read_folder_masks(masks, paths, image_folder=images, image_size=None, **kwargs)
+
+
+def test_tif_mask_is_found(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"a.png": image, "b.png": image}, {"b.tif": SQUARE.astype(np.uint8) * 255})
+    np.testing.assert_array_equal(folder_masks(images, masks)[1], SQUARE)
+    root = fake_tree(tmp_path / "mvtec")  # the MVTec layout wants <name>_mask.png and says so
+    save(SQUARE.astype(np.uint8) * 255, mask_path(root, 0).with_suffix(".tif"))
+    mask_path(root, 0).unlink()
+    with pytest.raises(FileNotFoundError, match="no ground-truth mask .*crack/000.png \\(other files there: "
+                                                "000_mask.tif; masks must be PNG"):
+        data.MVTecAD(root, CATEGORY, "test")
+
+
+def test_two_images_differing_only_in_their_ending_cannot_share_a_mask(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"a.png": image, "a.jpg": image}, {"a_mask.png": SQUARE.astype(np.uint8)})
+    with pytest.raises(ValueError, match="images .*a.jpg and .*a.png differ only in their ending, so both would "
+                                         "take the mask .*a_mask.png; rename one"):
+        folder_masks(images, masks)
+
+
+def test_mask_named_like_an_image_is_not_given_to_another_image(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"foo.png": image, "foo_mask.png": image},
+                               {"foo_mask.png": SQUARE.astype(np.uint8)})
+    with pytest.raises(ValueError, match="mask .*foo_mask.png could belong to two images, foo_mask and foo"):
+        folder_masks(images, masks)
+
+
+def save_rotated_by_exif(values: np.ndarray, path: Path) -> None:
+    """Store ``values`` (upright) as a camera does: pixels turned, EXIF orientation 6 (turn clockwise to view)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rot90(values, k=1).copy()).save(path, exif=exif)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
+    root = fake_tree(tmp_path)
+    upright = np.random.default_rng(5).integers(0, 256, (SIZE, 2 * SIZE, 3), dtype=np.uint8)  # 16 wide, 8 high
+    mask = np.zeros((SIZE, 2 * SIZE), dtype=bool)
+    mask[1:4, 10:14] = True  # off the diagonal: any wrong turn moves it
+    save_rotated_by_exif(upright, image_path(root, 0))
+    save_rotated_by_exif(mask.astype(np.uint8) * 255, mask_path(root, 0))
+    item = first_item(root, "test")
+    np.testing.assert_array_equal(np.rint(item["image"].permute(1, 2, 0).numpy() * 255), upright)
+    np.testing.assert_array_equal(item["mask"].numpy(), mask)
+    images, paths = data.read_folder(image_path(root, 0).parent, image_size=None, pattern="000.png")
+    assert tuple(images.shape) == (1, 3, SIZE, 2 * SIZE)
+
+
+def test_read_folder_pattern_ignores_case_and_names_the_files_it_left_out(tmp_path):
+    for name in ("a.png", "B.PNG", "c.bmp", "d.gif"):
+        save(np.zeros((SIZE, SIZE, 3), np.uint8), tmp_path / name)
+    with pytest.warns(UserWarning, match="left out image files .*: 1 not matching pattern '\\*\\*/\\*.png' "
+                                         "\\(pass pattern='\\*\\*/\\*' to read them\\): c.bmp$"):
+        _, paths = data.read_folder(tmp_path, image_size=None, pattern="**/*.png")
+    assert [path.name for path in paths] == ["B.PNG", "a.png"]
+    with pytest.warns(UserWarning, match="left out image files .*: 1 of a format not read \\(read: .png, .*convert "
+                                         "them to PNG\\): d.gif$"):
+        _, paths = data.read_folder(tmp_path, image_size=None)
+    assert [path.name for path in paths] == ["B.PNG", "a.png", "c.bmp"]
+
+
+def test_fifo_named_like_an_image_is_refused_not_read(tmp_path):
+    import signal
+
+    root = fake_tree(tmp_path)
+    image_path(root, 0, "good", "train").unlink()
+    os.mkfifo(image_path(root, 0, "good", "train"))  # opening it for reading would wait for a writer forever
+
+    def hang(*_):
+        raise TimeoutError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(10)
+    try:
+        with pytest.raises(OSError, match="cannot read image .*train/good/000.png: it is not a regular file"):
+            first_item(root)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_image_over_the_decompression_bomb_limit_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    root = fake_tree(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", SIZE * SIZE // 4)  # Pillow refuses images over twice this
+    with pytest.raises(OSError, match="cannot read image .*train/good/000.png: .*MAX_IMAGE_PIXELS = None"):
+        first_item(root)
+
+
+@pytest.mark.parametrize("image_size, error, message", [
+    (0, ValueError, "image_size must be at least 1 px, got 0"),
+    ("256", TypeError, "image_size must be a whole number of pixels or None, got '256' \\(str\\)"),
+    (64.0, TypeError, "image_size must be a whole number of pixels or None, got 64.0 \\(float\\)"),
+])
+def test_image_size_that_is_not_a_whole_number_of_pixels_is_refused(tmp_path, image_size, error, message):
+    root = fake_tree(tmp_path)
+    with pytest.raises(error, match=message):
+        data.MVTecAD(root, CATEGORY, "train", image_size=image_size)
+    with pytest.raises(error, match=message):
+        data.read_folder(root, image_size=image_size)
+
+
+def test_download_of_no_categories_is_refused_before_fetching(tmp_path, monkeypatch):
+    server = FakeServer(b"")
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    with pytest.raises(ValueError, match="categories is empty, so there is nothing to extract; pass None"):
+        data.download(tmp_path, [], url=URL)
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_download_interrupted_while_extracting_leaves_no_partial_category(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
+    archive.write_bytes(content)
+    extract, calls = tarfile.TarFile.extract, []
+
+    def interrupted(self, member, *args, **kwargs):
+        calls.append(member)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C
+        return extract(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", interrupted)
+    root = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        data.download(root, ["bottle"], archive=archive, sha256=sha256(content))
+    assert list(root.iterdir()) == []  # neither the category nor the scratch folder
+    with pytest.raises(ValueError, match="unknown category 'bottle'"):
+        data.MVTecAD(root, CATEGORY, "train")
+    monkeypatch.setattr(tarfile.TarFile, "extract", extract)
+    data.download(root, ["bottle"], archive=archive, sha256=sha256(content))  # the next run completes it
+    assert len(data.MVTecAD(root, CATEGORY, "train")) == 1
+
+
+def test_download_accepts_an_upper_case_sha256_and_a_home_path(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    (tmp_path / "mvtec_anomaly_detection.tar.xz").write_bytes(content)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data.download("~/data", ["bottle"], archive="~/mvtec_anomaly_detection.tar.xz", sha256=sha256(content).upper())
+    assert (tmp_path / "data" / CATEGORY / "train" / "good" / "000.png").is_file()
+
+
+def test_download_never_renames_an_archive_it_did_not_write(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    server = FakeServer(content)
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    root = tmp_path / "data"
+    root.mkdir()
+    users = root / "mvtec_anomaly_detection.tar.xz"  # put there by hand, under the name download() looks for
+    users.write_bytes(content[:-1])
+    with pytest.raises(ValueError, match="has SHA-256 .*; it is left as it is. Delete it and download again"):
+        data.download(root, ["bottle"], url=URL, sha256=sha256(content))
+    assert users.read_bytes() == content[:-1] and sorted(p.name for p in root.iterdir()) == [users.name]
+    assert server.requests == []
