@@ -75,7 +75,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
         Naming an input that does not exist, or a folder without any image file.
     """
     paths: list[Path] = []
-    for item in map(lambda p: Path(p).expanduser(), inputs):
+    for item in (Path(entry).expanduser() for entry in inputs):
         if item.is_file():
             paths.append(item)
         elif item.is_dir():

@@ -2,7 +2,8 @@
 
 :class:`ReportWriter` takes the batches of :func:`mvtec_tutorial.own_images.score_images` one at a
 time: each image's row goes to ``scores.csv`` at once, and only the ``max_images`` most anomalous
-images are kept as small JPEG panels, so memory stays bounded however many images are scored.
+images are kept as small JPEG panels, so memory stays bounded however many images are scored
+(besides one score per image, for the histogram).
 ``report.html`` embeds every picture as base64 (no other file needed): a summary (counts, the
 threshold and how it was chosen, the false-reject bound), the score histogram with the threshold,
 then the shown images, flagged ones first, each as the image, its anomaly map and the image with
