@@ -34,17 +34,17 @@ from mvtec_tutorial.report import ReportWriter
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
 
 
-def method_names() -> list[str]:
-    """The methods ``--method`` accepts: the benchmark's."""
-    return list(benchmark.METHODS)
+def methods() -> dict[str, tuple[benchmark.Factory, tuple[str, ...]]]:
+    """The methods ``--method`` accepts, the benchmark's: name -> (factory(kind, seed, schedule), kinds)."""
+    return benchmark.METHODS
 
 
 def make_detector(method: str, *, kind: str, seed: int, schedule: str, settings: dict[str, Any],
                   device: str | None) -> models.AnomalyDetector:
     """The benchmark's detector ``method`` for a ``kind`` of image, with ``settings`` on top."""
-    if method not in benchmark.METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(method_names())}")
-    factory, kinds = benchmark.METHODS[method]
+    if method not in methods():
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(methods())}")
+    factory, kinds = methods()[method]
     if kind not in kinds:
         raise ValueError(f"{method} applies to {' and '.join(kinds)} images, not to {kind}; pass --kind {kinds[0]}")
     detector = factory(kind, seed, schedule)
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", parents=[common], help="fit a detector on a folder of normal images")
     fit.add_argument("normal", type=Path, help="folder of normal (good) images, any layout below it")
     fit.add_argument("--out", type=Path, required=True, help="file to save the detector to, e.g. detector.pt")
-    fit.add_argument("--method", default="padim", choices=method_names(), help="detector (default padim)")
+    fit.add_argument("--method", default="padim", choices=list(methods()), help="detector (default padim)")
     fit.add_argument("--kind", default="object", choices=("object", "texture"),
                      help="what the images show: the method's recommended settings differ (default object)")
     fit.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="NAME=VALUE",
