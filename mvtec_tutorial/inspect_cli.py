@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fit(args: argparse.Namespace) -> int:
     geometry = own_images.Geometry(args.image_size, args.fit, args.tile)
-    ignored = own_images.load_ignore_mask(args.ignore_mask, geometry) if args.ignore_mask else None
+    ignored = own_images.load_ignore_mask(args.ignore_mask) if args.ignore_mask else None
     detector = make_detector(args.method, kind=args.kind, seed=args.seed, schedule=args.schedule,
                              settings=dict(args.settings), device=args.device)
     paths = own_images.find_images([args.normal])

@@ -107,8 +107,16 @@ def _place(image: Image.Image, geometry: Geometry, resample: int) -> tuple[Image
     return canvas, (max(left, 0), max(top, 0), min(left + new_width, side), min(top + new_height, side))
 
 
-def load_image(path: str | Path, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+def load_image(path: str | Path, geometry: Geometry, *, size: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Read one file as the detector sees it.
+
+    Parameters
+    ----------
+    path : str or Path
+    geometry : Geometry
+    size : (int, int), optional, keyword-only
+        ``(width, height)`` the file must have (that of the ignore mask).
 
     Returns
     -------
@@ -120,28 +128,33 @@ def load_image(path: str | Path, geometry: Geometry) -> tuple[np.ndarray, np.nda
     ------
     OSError
         Naming the file, if it cannot be read.
+    ValueError
+        If the file's size is not ``size``.
     """
-    placed, (left, top, right, bottom) = _place(data.read_image(path), geometry, Image.BILINEAR)
+    image = data.read_image(path)
+    if size is not None and image.size != tuple(size):
+        raise ValueError(f"{path} is {image.size[0]} x {image.size[1]} px but the ignore mask is {size[0]} x {size[1]} "
+                         "px; an ignore mask must have the images' size: resize the image or fit without the mask")
+    placed, (left, top, right, bottom) = _place(image, geometry, Image.BILINEAR)
     inside = np.zeros((geometry.image_size,) * 2, dtype=bool)
     inside[top:bottom, left:right] = True
     return np.asarray(placed, dtype=np.float32).transpose(2, 0, 1) / 255.0, inside
 
 
-def load_ignore_mask(path: str | Path, geometry: Geometry) -> np.ndarray:
-    """An ignore mask file (non-black = ignore, at the images' size) as the detector sees it.
+def load_ignore_mask(path: str | Path) -> np.ndarray:
+    """An ignore mask file: non-black where the map is ignored (a label, a fixture), at the images' size.
 
     Returns
     -------
-    ndarray of shape (S, S), bool
-        True where the map is ignored.
+    ndarray of shape (H, W), bool
+        True where the map is ignored, at the file's size (:func:`batches` places it as the images).
 
     Raises
     ------
     ValueError
         If the mask ignores every pixel.
     """
-    placed, _ = _place(Image.fromarray(data.read_mask(path)), geometry, Image.NEAREST)
-    ignored = np.asarray(placed, dtype=bool)
+    ignored = data.read_mask(path)
     if ignored.all():
         raise ValueError(f"ignore mask {path} ignores every pixel; paint black what should be inspected")
     return ignored
@@ -216,12 +229,21 @@ def predict(detector: Any, images: torch.Tensor, counted: np.ndarray, geometry: 
 
 def batches(paths: Sequence[Path], geometry: Geometry, *, batch_size: int, ignored: np.ndarray | None = None,
             progress: bool = True, desc: str = "scoring") -> Iterator[tuple[list[Path], torch.Tensor, np.ndarray]]:
-    """Read ``paths`` a batch at a time: ``(paths, images (B, 3, S, S), counted (B, S, S))``."""
+    """Read ``paths`` a batch at a time: ``(paths, images (B, 3, S, S), counted (B, S, S))``.
+
+    ``ignored`` is :func:`load_ignore_mask`'s mask at the images' size; every image must have that size.
+    """
     metrics.check_scalar(batch_size, "batch_size", low=1, integer=True, hint="e.g. 16")
+    size = None if ignored is None else (ignored.shape[1], ignored.shape[0])
+    if ignored is not None:  # placed once: every image has the mask's size
+        ignored = np.asarray(_place(Image.fromarray(ignored), geometry, Image.NEAREST)[0], dtype=bool)
+        if ignored.all():
+            raise ValueError(f"the ignore mask covers all of the image as the detector sees it ({geometry.image_size} px, {geometry.fit}); "
+                             "paint black what should be inspected or use --fit pad")
     with tqdm(total=len(paths), desc=desc, unit="image", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start:start + batch_size])
-            loaded = [load_image(path, geometry) for path in chunk]
+            loaded = [load_image(path, geometry, size=size) for path in chunk]
             counted = np.stack([inside for _, inside in loaded])
             if ignored is not None:
                 counted &= ~ignored
@@ -243,8 +265,8 @@ class Inspection:
         An image is flagged when a region above the threshold has at least this many pixels.
     image_size, fit, tile
         The :class:`Geometry`.
-    ignored : ndarray of shape (S, S), bool, or None
-        The ignore mask as the detector sees it.
+    ignored : ndarray of shape (H, W), bool, or None
+        The ignore mask at the images' file size (:func:`load_ignore_mask`).
     n_validation, n_rejected, false_reject_bound, confidence
         Held-out normal images, how many of them the rule flags, and the one-sided bound
         (:func:`mvtec_tutorial.thresholds.false_reject_bound`) on the false-reject rate.
@@ -334,8 +356,8 @@ def fit_folder(detector: Any, paths: Sequence[Path], geometry: Geometry, *, rule
     geometry : Geometry
     rule : str, default="min-defect-area", keyword-only
         One of :data:`RULES`; ``rule_options`` go to :func:`choose_threshold`.
-    ignored : ndarray of shape (S, S), bool, optional
-        :func:`load_ignore_mask`'s mask.
+    ignored : ndarray of shape (H, W), bool, optional
+        :func:`load_ignore_mask`'s mask; every image must then have its size.
     validation_fraction, seed : keyword-only
         The held-out share, drawn with :func:`mvtec_tutorial.data.train_validation_split`.
 
@@ -346,7 +368,8 @@ def fit_folder(detector: Any, paths: Sequence[Path], geometry: Geometry, *, rule
     """
     train, validation = data.train_validation_split(list(paths), validation_fraction=validation_fraction, seed=seed)
     train_paths, validation_paths = [paths[i] for i in train.indices], [paths[i] for i in validation.indices]
-    images = torch.from_numpy(np.stack([load_image(path, geometry)[0] for path in
+    size = None if ignored is None else (ignored.shape[1], ignored.shape[0])
+    images = torch.from_numpy(np.stack([load_image(path, geometry, size=size)[0] for path in
                                         tqdm(train_paths, desc="reading normal images", disable=not progress)]))
     detector.fit(_tiles(images, geometry.tile) if geometry.tile else images, progress=progress)
     del images

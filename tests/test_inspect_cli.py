@@ -114,3 +114,11 @@ def test_usage_errors_exit_2_and_the_command_is_installed(capsys):
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
     scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["mvtec-inspect"] == "mvtec_tutorial.inspect_cli:main"
+
+
+def test_an_ignore_mask_of_another_size_is_refused(parts, tmp_path, capsys):
+    folder, _ = parts
+    Image.new("L", (7, 7)).save(tmp_path / "ignore.png")
+    code = inspect_cli.main(["fit", str(folder / "normal"), "--out", str(tmp_path / "d.pt"), "--ignore-mask",
+                             str(tmp_path / "ignore.png"), *FIT])
+    assert code == 2 and "is 48 x 48 px but the ignore mask is 7 x 7 px" in capsys.readouterr().err

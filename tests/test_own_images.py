@@ -82,7 +82,7 @@ def test_ignored_pixels_neither_score_nor_flag(tmp_path):
     ignore[:12, :12] = 255  # wider than the defect: MeanImage smooths its maps
     Image.fromarray(ignore).save(tmp_path / "ignore.png")
     geometry = own_images.Geometry(32)
-    ignored = own_images.load_ignore_mask(tmp_path / "ignore.png", geometry)
+    ignored = own_images.load_ignore_mask(tmp_path / "ignore.png")
     detector, inspection = own_images.fit_folder(models.MeanImage(), paths, geometry, ignored=ignored, progress=False)
     new = tmp_path / "new"
     new.mkdir()
@@ -94,12 +94,15 @@ def test_ignored_pixels_neither_score_nor_flag(tmp_path):
     assert [p.name for p in scored.paths] == ["in_ignored.png", "outside.png"]
     assert scored.flagged.tolist() == [False, True]
     assert scored.maps[0][ignored].max() <= scored.maps[0][~ignored].min()
+    Image.new("RGB", (40, 32)).save(new / "wider.png")
+    with pytest.raises(ValueError, match="wider.png is 40 x 32 px but the ignore mask is 32 x 32 px"):
+        next(own_images.score_images(detector, [new / "wider.png"], inspection, progress=False))
 
 
 def test_an_ignore_mask_that_ignores_everything_is_refused(tmp_path):
     Image.new("L", (8, 8), 255).save(tmp_path / "all.png")
     with pytest.raises(ValueError, match="ignores every pixel"):
-        own_images.load_ignore_mask(tmp_path / "all.png", own_images.Geometry(8))
+        own_images.load_ignore_mask(tmp_path / "all.png")
 
 
 def test_labels_come_from_the_first_sub_folder(tmp_path):
