@@ -139,7 +139,8 @@ class ReportWriter:
         summary = {
             "scored": self.source, "images": len(scores), "flagged": int(flagged.sum()), "ok": int((~flagged).sum()),
             "threshold": f"{inspection.threshold:.6g} (pixels of the anomaly map strictly above it)",
-            "flagged when": f"a region of at least {inspection.min_defect_area} px lies above the threshold",
+            "flagged when": (f"a region of at least {inspection.min_defect_area} px lies above the threshold"
+                             if inspection.min_defect_area > 1 else "its score (highest pixel) is above the threshold"),
             "how it was chosen": inspection.rule_text,
             "held-out normal images": (f"{inspection.n_rejected} of {inspection.n_validation} flagged; the false-reject "
                                        f"rate on new good parts is at most {inspection.false_reject_bound:.1%} with "
