@@ -25,7 +25,7 @@ CATEGORIES ?=
 ARCHIVE ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install course executed benchmark test lab data assets clean clean-cache distclean
+.PHONY: install course executed benchmark test browser lab data assets clean clean-cache distclean
 
 # A .venv whose Python is missing, broken or too old is rebuilt, not kept: its stamp counts as stale.
 ifneq ($(shell $(PY) -c "$(PYTHON_OK)" 2>/dev/null && echo ok),ok)
@@ -102,10 +102,18 @@ TEST_ENV := env -u MVTEC_ROOT MVTEC_TUTORIAL_FAST=1 MVTEC_TUTORIAL_SYNTHETIC_ROO
 
 # Modules whose docstring examples run as tests (conftest.py gives them `tmp_path`).
 DOCTESTED := $(addprefix mvtec_tutorial/,synthetic.py metrics.py thresholds.py training.py \
-	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py) \
+	backbones.py ssim.py viz.py cache.py benchmark.py supervised_benchmark.py quiz.py own_images.py) \
 	$(wildcard mvtec_tutorial/data/*.py) $(wildcard mvtec_tutorial/models/*.py)
 
-test: $(INSTALLED)
+# tests/test_report.py opens the HTML report of `mvtec-inspect score` in a real headless browser:
+# Debian's Chromium, installed here when it is missing and apt-get exists (as root, else with sudo).
+# Elsewhere install Chromium yourself; without it that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| ! command -v apt-get >/dev/null 2>&1 \
+		|| { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium; }
+
+test: $(INSTALLED) browser
 	$(TEST_ENV) $(PY) -c "from mvtec_tutorial import settings; settings.data_root()"  # build once, before the workers
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests --doctest-modules $(DOCTESTED) \
 		--nbmake $(NOTEBOOKS) --nbmake-timeout=900 -q --durations=15
