@@ -154,7 +154,7 @@ def load_ignore_mask(path: str | Path) -> np.ndarray:
     ValueError
         If the mask ignores every pixel.
     """
-    ignored = data.read_mask(path)
+    ignored = data.read_mask(path, refuse_inverted=False)  # ignoring a frame covers the border
     if ignored.all():
         raise ValueError(f"ignore mask {path} ignores every pixel; paint black what should be inspected")
     return ignored

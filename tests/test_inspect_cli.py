@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvtec_tutorial import data, inspect_cli, models, own_images
+from mvtec_tutorial import inspect_cli, models, own_images, synthetic
 
 FIT = ["--method", "mean_image", "--image-size", "32", "--quiet"]
 
@@ -17,7 +17,7 @@ FIT = ["--method", "mean_image", "--image-size", "32", "--quiet"]
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     """The demo folder (normal/, new/, masks/) and a detector fitted on it with the command."""
-    folder = data.demo_folder(tmp_path_factory.mktemp("parts") / "parts", image_size=48, n_normal=12, n_new_good=4,
+    folder = synthetic.demo_folder(tmp_path_factory.mktemp("parts") / "parts", image_size=48, n_normal=12, n_new_good=4,
                               n_new_per_defect=1)
     detector = folder.parent / "detector.pt"
     assert inspect_cli.main(["fit", str(folder / "normal"), "--out", str(detector), *FIT]) == 0

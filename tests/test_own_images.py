@@ -105,6 +105,13 @@ def test_an_ignore_mask_that_ignores_everything_is_refused(tmp_path):
         own_images.load_ignore_mask(tmp_path / "all.png")
 
 
+def test_an_ignore_mask_may_cover_most_of_the_image_and_its_border(tmp_path):
+    frame = np.full((8, 8), 255, np.uint8)
+    frame[3:5, 3:5] = 0  # inspect only the centre: a defect mask this bright would be refused as inverted
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    assert own_images.load_ignore_mask(tmp_path / "frame.png").sum() == 60
+
+
 def test_labels_come_from_the_first_sub_folder(tmp_path):
     names = ["GOOD/a.png", "ok/day1/b.png", "Normal/c.png", "scratch/d.png", "bad/good/e.png"]
     paths = [tmp_path / name for name in names]

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mvtec_tutorial import data, inspect_cli, own_images, report
+from mvtec_tutorial import inspect_cli, own_images, report, synthetic
 
 #: Debian's package installs `chromium`; other systems name it otherwise. `make browser` installs it.
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
@@ -48,7 +48,7 @@ def test_outline_surrounds_only_regions_of_the_minimum_area():
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A report of the demo folder's new images, written by the command with room for 10 panels."""
-    folder = data.demo_folder(tmp_path_factory.mktemp("parts") / "parts", image_size=48, n_normal=12, n_new_good=6,
+    folder = synthetic.demo_folder(tmp_path_factory.mktemp("parts") / "parts", image_size=48, n_normal=12, n_new_good=6,
                               n_new_per_defect=2)
     out = folder.parent / "report"
     detector = folder.parent / "detector.pt"

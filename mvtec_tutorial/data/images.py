@@ -84,7 +84,7 @@ def _mask_values(image: Image.Image) -> np.ndarray:
     return colour
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, *, refuse_inverted: bool = True) -> np.ndarray:
     """Open a mask file as a bool array (H, W), upright (EXIF orientation applied): True = defective.
 
     Each pixel's value is its brightest colour channel (palette masks by their colours; 16-bit
@@ -94,12 +94,20 @@ def read_mask(path: str | Path) -> np.ndarray:
     anti-aliased edge counts where it is at least half covered, and JPEG artefacts or noise of a
     few grey levels count as background. An all-black mask is empty.
 
+    Parameters
+    ----------
+    path : str or Path
+        The mask file.
+    refuse_inverted : bool, default=True
+        Refuse a mask that looks inverted (below). False for masks that may rightly cover most of
+        the image and its border, such as an ignore mask (:func:`mvtec_tutorial.own_images.load_ignore_mask`).
+
     Raises
     ------
     OSError
         Naming the file, if it cannot be read (as :func:`read_image`).
     ValueError
-        If the mask looks inverted: more than :data:`INVERTED_SHARE` of its pixels and of its
+        If ``refuse_inverted`` and the mask looks inverted: more than :data:`INVERTED_SHARE` of its pixels and of its
         border are defective (defects must be bright on a black background).
 
     Examples
@@ -113,7 +121,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     values = _mask_values(_open(path)).astype(np.float64)
     mask = values > MASK_THRESHOLD * values.max()
     border = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
-    if mask.mean() > INVERTED_SHARE and border.mean() > INVERTED_SHARE:
+    if refuse_inverted and mask.mean() > INVERTED_SHARE and border.mean() > INVERTED_SHARE:
         raise ValueError(f"mask {path} marks {int(mask.sum())} of {mask.size} px as defective, most of its border "
                          "included: it looks inverted (a defect must be bright on a black background). Invert "
                          "it, e.g. PIL.ImageOps.invert(PIL.Image.open(path).convert('L')).save(path)")
