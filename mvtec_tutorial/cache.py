@@ -40,8 +40,8 @@ CACHE_ENV = "MVTEC_TUTORIAL_CACHE"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mvtec_tutorial" / "fits"
 _OFF = ("off", "0", "false", "no")
 _SUFFIX = ".pt"
-#: Learned attributes that record how a fit was run, not what it learned (left out of a nested detector's digest).
-_RUN_ATTRIBUTES = ("progress_", "metadata_")
+#: Attributes that record how a fit was run, not what it learned (left out of a nested detector's digest).
+_RUN_ATTRIBUTES = ("metadata_",)
 
 
 def cache_dir() -> Path | None:
@@ -184,7 +184,10 @@ def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None 
     detector.fit(images, progress=progress)
     seconds = time.perf_counter() - start
     if path is not None:
-        detector.save(path, fit_seconds=seconds, key=key)
+        try:
+            detector.save(path, fit_seconds=seconds, key=key)
+        except TypeError as error:  # e.g. a class of the user's own, which a file could not bring back
+            print(f"not caching this fit: {error}")
     return CachedFit(key, path, False, seconds)
 
 
@@ -197,7 +200,7 @@ def _restore(detector: AnomalyDetector, payload: dict[str, Any], *, progress: bo
     for name, value in vars(loaded).items():
         if name.endswith("_") and name != "metadata_":
             setattr(detector, name, value)
-    detector.progress_ = progress
+    detector._progress = progress
     return float(loaded.metadata_.get("fit_seconds", float("nan")))
 
 

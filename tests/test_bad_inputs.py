@@ -5,6 +5,7 @@ Like torchvision's dataset tests, every data case writes a tiny fake MVTec AD tr
 (the download tests replace ``urllib.request.urlopen``).
 """
 import io
+import os
 import struct
 import tarfile
 import urllib.error
@@ -355,3 +356,107 @@ def test_download_on_a_python_without_extraction_filters_fails_before_fetching(t
     with pytest.raises(RuntimeError, match="needs Python 3.11.4 or later.*make distclean install"):
         data.download(tmp_path, ["bottle"], url=URL)
     assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- round two: persistence and image size
+def _fitted_mean_image(size=16):
+    from mvtec_tutorial import models
+
+    return models.MeanImage().fit(torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0)),
+                                  progress=False)
+
+
+@pytest.mark.parametrize("name", ["MeanImage", "PaDiM", "PatchCore"])
+def test_predicting_at_another_image_size_than_the_fit_is_refused(name):
+    # PaDiM and PatchCore checked only the feature grid: 63 px after a 64 px fit gave the same grid.
+    from mvtec_tutorial import models
+
+    settings = {"PaDiM": dict(n_features=8, layers=("block4",)), "PatchCore": dict(coreset_ratio=0.5)}.get(name, {})
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    detector = getattr(models, name)(**settings).fit(images, progress=False)
+    with pytest.raises(ValueError, match=r"images are \(63, 63\) px but this .* was fitted on \(64, 64\) px images; "
+                                         "load test images at the training image_size"):
+        detector.predict(torch.rand(1, 3, 63, 63), progress=False)
+
+
+def test_save_to_a_path_with_a_tilde_writes_into_the_home_folder(tmp_path, monkeypatch):
+    from mvtec_tutorial import models
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    path = _fitted_mean_image().save("~/detectors/det.pt")
+    assert path == tmp_path / "home" / "detectors" / "det.pt" and path.is_file()
+    assert not (tmp_path / "~").exists()
+    assert isinstance(models.AnomalyDetector.load("~/detectors/det.pt"), models.MeanImage)
+
+
+def test_saving_into_a_read_only_folder_names_the_path(tmp_path, monkeypatch):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root may write anywhere: fail as torch does in a read-only folder
+            def refuse(obj, file, *args, **kwargs):
+                raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+            monkeypatch.setattr(torch, "save", refuse)
+        with pytest.raises(OSError, match=f"cannot write the detector to {folder / 'det.pt'}.*a folder you can write"):
+            _fitted_mean_image().save(folder / "det.pt")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_subclass_defined_outside_the_package_is_refused_when_saving(tmp_path):
+    from mvtec_tutorial import models
+
+    class MyMeanImage(models.MeanImage):
+        pass
+
+    detector = MyMeanImage().fit(torch.rand(2, 3, 8, 8), progress=False)
+    with pytest.raises(TypeError, match="defined outside mvtec_tutorial and scikit-learn.*could not be loaded"):
+        detector.save(tmp_path / "mine.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["params", "state", "metadata", "class"])
+def test_a_tampered_saved_detector_gives_a_clear_error_naming_the_file(tmp_path, damage):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    if damage == "class":
+        payload["class"] = 7
+    else:
+        del payload[damage]
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=f"{path} .*(damaged|may not name).*"):
+        models.AnomalyDetector.load(path)
+
+
+def test_a_saved_detector_loads_whatever_package_version_or_source_wrote_it(tmp_path):
+    # The format version decides, not the package version or the source hash (which are informative).
+    from mvtec_tutorial import models
+
+    detector = _fitted_mean_image()
+    path = detector.save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    payload.update(package_version="0.0.1", source_hash="0" * 64)
+    torch.save(payload, path)
+    images = torch.rand(2, 3, 16, 16)
+    np.testing.assert_array_equal(models.AnomalyDetector.load(path).predict(images, progress=False)[0],
+                                  detector.predict(images, progress=False)[0])
+
+
+def test_a_file_of_the_previous_format_version_is_refused_with_the_reason(tmp_path):
+    from mvtec_tutorial import models
+    from mvtec_tutorial.models import base
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    # What format version 1 wrote: the version inside the format string, the run flag as learned state.
+    del payload["format_version"]
+    payload["format"] = "mvtec_tutorial.detector/1"
+    payload["state"]["progress_"] = False
+    torch.save(payload, path)
+    assert base.FILE_VERSION == 2
+    with pytest.raises(ValueError, match="format version 1 .*reads version 2 .*progress_.*fit again and save"):
+        models.AnomalyDetector.load(path)

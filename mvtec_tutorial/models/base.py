@@ -12,6 +12,7 @@ that ``torch.load(..., weights_only=True)`` reads: tensors and plain values only
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -23,14 +24,49 @@ import sklearn.base
 import torch
 from torch import nn
 
-from mvtec_tutorial import __version__
+from mvtec_tutorial import __version__, metrics
 from mvtec_tutorial.data import as_images
 from mvtec_tutorial.settings import get_device, source_hash
 
-#: Written into every saved detector; :meth:`AnomalyDetector.load` refuses other formats.
-FILE_FORMAT = "mvtec_tutorial.detector/1"
+#: What every saved detector starts with, and the format version: :meth:`AnomalyDetector.load` reads
+#: files of this version written by any package version, and refuses other versions. Raise it when
+#: the file layout or the meaning of a stored attribute changes (then no old file is misread).
+FILE_KIND, FILE_VERSION = "mvtec_tutorial.detector", 2
+#: Why each earlier version cannot be read; the refusal says so.
+OLD_VERSIONS = {1: "version 1 stored the progress-bar flag as learned state (progress_) and was read only by "
+                   "the package version that wrote it"}
 # Classes a saved file may name for its parts: our own networks and detectors, scikit-learn's estimators.
 _LOADABLE_PACKAGES = ("mvtec_tutorial.", "sklearn.")
+
+
+#: Training schedules every method declares its settings for: "quick" a smoke test whose numbers
+#: mean nothing (tests, fast notebooks), "cpu" the course's (results/ uses it), "paper" the paper's
+#: (for the networks, a GPU schedule).
+SCHEDULES = ("quick", "cpu", "paper")
+#: Category kinds (:attr:`mvtec_tutorial.data.CategoryInfo.kind`) a method may apply to.
+KINDS = ("texture", "object")
+# Benchmark name -> the class that declared it; filled as method classes are defined (__init_subclass__).
+_METHODS: dict[str, type] = {}
+
+
+def same_for_kinds(kinds: tuple[str, ...] = KINDS, **per_schedule: dict) -> dict[str, dict[str, dict]]:
+    """A :attr:`AnomalyDetector.schedules` table whose settings do not depend on the kind.
+
+    Examples
+    --------
+    >>> same_for_kinds(("texture",), quick={"epochs": 1}, cpu={}, paper={})["quick"]
+    {'texture': {'epochs': 1}}
+    """
+    return {schedule: {kind: dict(settings) for kind in kinds} for schedule, settings in per_schedule.items()}
+
+
+def benchmark_methods() -> dict[str, type]:
+    """Every method the benchmark knows: its name -> the class that declared it, in definition order.
+
+    A class declares itself with :attr:`AnomalyDetector.benchmark_names` and
+    :attr:`AnomalyDetector.schedules`; defining (importing) it is all it takes.
+    """
+    return dict(_METHODS)
 
 
 class NotFittedError(RuntimeError):
@@ -56,11 +92,72 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
     -----
     Subclasses define ``_fit(images)`` (images: float32 tensor (N, 3, H, W) in [0, 1] on CPU)
     and ``_predict(images) -> (maps, scores)`` and name learned state with a trailing underscore.
+    ``_predict`` gets images at the training size (checked here) and may return ``scores=None``:
+    the image scores are then :func:`mvtec_tutorial.metrics.image_scores` of the maps, with the
+    method's ``top_k_fraction`` parameter when it has one. ``image_shape_`` is set after ``_fit``
+    returns and marks the detector fitted; ``_fit`` must not call public methods that need it.
     ``fit`` deletes that state before calling ``_fit``, so refitting starts from scratch. Public
     methods other than ``predict`` that need learned state call :meth:`_check_fitted` first.
     Networks stored as learned state must record their constructor arguments in a ``config``
     dict, so :meth:`load` can rebuild them before loading their weights.
     """
+
+    #: The method's names in the benchmark, each with the parameters it fixes, e.g.
+    #: ``{"ae_ssim": {"loss": "ssim"}, "ae_l2": {"loss": "l2"}}``. A class declares its own (a
+    #: subclass does not inherit them); an empty dict keeps the class out of the benchmark.
+    benchmark_names: dict[str, dict[str, Any]] = {}
+    #: Keyword arguments per schedule and category kind, ``{schedule: {kind: settings}}`` for every
+    #: schedule of :data:`SCHEDULES`; the kinds named are the categories the method applies to.
+    schedules: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = cls.__dict__.get("benchmark_names", {})
+        if not names:
+            return
+        schedules = cls.__dict__.get("schedules", {})
+        kinds = {tuple(table) for table in schedules.values()}
+        if sorted(schedules) != sorted(SCHEDULES) or len(kinds) != 1 or not set(*kinds) <= set(KINDS) or not [*kinds][0]:
+            raise TypeError(f"{cls.__qualname__} must declare `schedules` as {{schedule: {{kind: settings}}}} with "
+                            f"the schedules {SCHEDULES} and the same kinds (of {KINDS}) in each")
+        for name in names:
+            known = _METHODS.get(name)
+            if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"{cls.__qualname__} declares the benchmark name {name!r}, which "
+                                f"{known.__module__}.{known.__qualname__} has; choose another name")
+            _METHODS[name] = cls
+
+    @classmethod
+    def kinds(cls) -> tuple[str, ...]:
+        """The category kinds the method applies to (those of its :attr:`schedules`)."""
+        return tuple(next(iter(cls.schedules.values()), {}))
+
+    @classmethod
+    def recommended_settings(cls, kind: str, *, schedule: str = "cpu") -> dict[str, Any]:
+        """Keyword arguments the course uses for a category ``kind`` on a ``schedule``.
+
+        Parameters
+        ----------
+        kind : {"texture", "object"}
+            :attr:`mvtec_tutorial.data.CategoryInfo.kind`.
+        schedule : {"quick", "cpu", "paper"}, default="cpu", keyword-only
+            See :data:`SCHEDULES`.
+
+        Raises
+        ------
+        ValueError
+            For an unknown schedule, or a kind the method does not apply to.
+        """
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if kind not in cls.kinds():
+            raise ValueError(f"unknown kind {kind!r} for {cls.__name__}; it applies to "
+                             f"{' and '.join(cls.kinds()) or 'no'} categories (see data.category_info)")
+        return dict(cls.schedules[schedule][kind])
+
+    #: Whether fit and predict show progress bars: a run flag (``fit``'s and ``predict``'s ``progress``),
+    #: neither a parameter that changes results nor learned state, so never saved or part of a cache key.
+    _progress = True
 
     def __init__(self, *, seed: int = 0, device: str | torch.device | None = None) -> None:
         self.seed = seed
@@ -79,17 +176,18 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
         train_dataset : Dataset of item dicts, or tensor/ndarray (N, 3, H, W) float in [0, 1]
             Normal images only. Fitting again forgets everything learned before.
         progress : bool, default=True
-            Show progress bars (also while predicting).
+            Show progress bars (also while predicting, unless ``predict`` is told otherwise).
         """
         images = as_images(train_dataset, progress=progress)
         self._forget()
-        # Set before _fit, so helpers that _fit calls pass _check_fitted; a failed fit leaves nothing.
-        self.progress_, self.image_shape_ = progress, tuple(images.shape[-2:])
+        self._progress = progress
         try:
             self._fit(images)
         except BaseException:
             self._forget()
             raise
+        # Set last: it marks the detector fitted (_check_fitted), so a failed _fit leaves nothing.
+        self.image_shape_ = tuple(images.shape[-2:])
         return self
 
     def _forget(self) -> None:
@@ -101,24 +199,44 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
         if not hasattr(self, "image_shape_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
-    def predict(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: Any, *, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score images; the detector itself is left unchanged.
 
         Parameters
         ----------
         images : Dataset of item dicts, or tensor/ndarray (N, 3, H, W) float in [0, 1]
+            At the size of the training images (:attr:`image_shape_`).
+        progress : bool, optional
+            Show progress bars; None keeps what ``fit`` was told (True for a loaded detector).
 
         Returns
         -------
         maps : ndarray of shape (N, H, W), float32
             Per-pixel anomaly scores at the input resolution; higher = more anomalous.
         scores : ndarray of shape (N,), float32
-            Image anomaly scores; higher = more anomalous.
+            Image anomaly scores; higher = more anomalous. Unless the method defines its own,
+            :func:`mvtec_tutorial.metrics.image_scores` of the maps with the method's
+            ``top_k_fraction`` (the maximum for methods without that parameter).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            For images of another size than the training images.
         """
         self._check_fitted()
-        images = as_images(images, progress=self.progress_)
+        if progress is not None:
+            self._progress = progress
+        images = as_images(images, progress=self._progress)
+        if tuple(images.shape[-2:]) != tuple(self.image_shape_):
+            raise ValueError(f"images are {tuple(images.shape[-2:])} px but this {type(self).__name__} was fitted "
+                             f"on {tuple(self.image_shape_)} px images; load test images at the training "
+                             f"image_size ({self.image_shape_[0]} for square images)")
         maps, scores = self._predict(images)
         maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps, dtype=np.float32)
+        if scores is None:
+            scores = metrics.image_scores(maps, top_k_fraction=getattr(self, "top_k_fraction", None))
         scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float32)
         expected = (images.shape[0], *images.shape[-2:])
         if maps.shape != expected or scores.shape != expected[:1]:
@@ -129,7 +247,8 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
     def _fit(self, images: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
+        """Maps (N, H, W) and image scores (N,) of images at the training size; scores None for the default."""
         raise NotImplementedError
 
     def save(self, path: str | Path, **metadata: Any) -> Path:
@@ -138,24 +257,35 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
         The file holds the class name, :meth:`get_params`, the package version and source hash,
         every learned attribute (tensors, arrays, plain values, networks as state dicts) and
         ``metadata`` (plain values, e.g. ``fit_seconds``). It is written to a temporary file first
-        and renamed, so an interrupted save never leaves a half-written file behind.
+        and renamed, so an interrupted save never leaves a half-written file behind. ``~`` in
+        ``path`` is the home folder. The file format has a version (:data:`FILE_VERSION`); the
+        package version and source hash are recorded for the reader, not checked on loading.
 
         Raises
         ------
         NotFittedError
             If the detector is not fitted.
         TypeError
-            If a parameter or learned attribute cannot be stored as plain values.
+            If a parameter or learned attribute cannot be stored as plain values, or the class (or a
+            network it holds) is defined outside this package, so :meth:`load` could never read it back.
+        OSError
+            If the file cannot be written there (the message names the path).
         """
         self._check_fitted()
-        path = Path(path)
-        payload = {"format": FILE_FORMAT, "package_version": __version__, "source_hash": source_hash(),
-                   **_encode_estimator(self, where=type(self).__name__),
+        path = Path(path).expanduser()
+        payload = {"format": FILE_KIND, "format_version": FILE_VERSION, "package_version": __version__,
+                   "source_hash": source_hash(), **_encode_estimator(self, where=type(self).__name__),
                    "metadata": _encode(metadata, where="metadata")}
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-        torch.save(payload, partial)
-        partial.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(payload, partial)
+            partial.replace(path)
+        except (OSError, RuntimeError) as error:  # torch reports an unwritable file as a RuntimeError
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise OSError(f"cannot write the detector to {path} ({type(error).__name__}: {error}); "
+                          "save it into a folder you can write to") from error
         return path
 
     @classmethod
@@ -178,9 +308,10 @@ class AnomalyDetector(sklearn.base.BaseEstimator):
             If ``path`` does not exist.
         ValueError
             If the file is damaged or not a saved detector, holds another method than ``cls``,
-            or was saved by another version of the package (fit again and save).
+            or has another format version than :data:`FILE_VERSION` (fit again and save).
         """
-        detector = detector_from_file_contents(read_detector_file(path), device=device)
+        path = Path(path).expanduser()
+        detector = detector_from_file_contents(read_detector_file(path), device=device, path=path)
         if not isinstance(detector, cls):
             raise ValueError(f"{path} holds a {type(detector).__name__}, not a {cls.__name__}; load it with "
                              f"{type(detector).__name__}.load or AnomalyDetector.load")
@@ -195,7 +326,7 @@ def read_detector_file(path: str | Path) -> dict[str, Any]:
     FileNotFoundError, ValueError
         As :meth:`AnomalyDetector.load`.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; fit a detector and save it there first")
     try:
@@ -203,21 +334,36 @@ def read_detector_file(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise ValueError(f"{path} is not a readable saved detector ({type(error).__name__}: {error}); "
                          "it is damaged or was written by something else: fit again and save") from error
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path} was not written by AnomalyDetector.save (format {FILE_FORMAT})")
-    if payload["package_version"] != __version__:
-        raise ValueError(f"{path} was saved by mvtec_tutorial {payload['package_version']}, this is {__version__}; "
-                         "learned state may differ between versions: fit again and save")
+    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith(FILE_KIND):
+        raise ValueError(f"{path} was not written by AnomalyDetector.save (format {FILE_KIND})")
+    # Version 1 wrote the version into the format string ("mvtec_tutorial.detector/1").
+    version = payload.get("format_version", str(payload["format"]).rpartition("/")[2])
+    if version != FILE_VERSION:
+        reason = OLD_VERSIONS.get(int(version) if str(version).isdigit() else -1, "a newer package wrote it")
+        raise ValueError(f"{path} is a saved detector of format version {version} (by mvtec_tutorial "
+                         f"{payload.get('package_version', '?')}); this package reads version {FILE_VERSION} "
+                         f"({reason}): fit again and save")
     return payload
 
 
-def detector_from_file_contents(payload: dict[str, Any], *, device: str | torch.device | None = None
-                                ) -> AnomalyDetector:
-    """The detector that :func:`read_detector_file` returned the contents of, with ``metadata_`` set."""
-    detector = _decode_estimator(payload, device=device)
+def detector_from_file_contents(payload: dict[str, Any], *, device: str | torch.device | None = None,
+                                path: str | Path = "the file") -> AnomalyDetector:
+    """The detector that :func:`read_detector_file` returned the contents of, with ``metadata_`` set.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``, if the contents are damaged (missing or malformed entries).
+    """
+    try:
+        detector = _decode_estimator(payload, device=device)
+        metadata = _decode(payload["metadata"], device=None)
+    except (TypeError, KeyError, AttributeError, IndexError, RuntimeError) as error:
+        raise ValueError(f"{path} is a damaged saved detector ({type(error).__name__}: {error}); "
+                         "fit again and save") from error
     if not isinstance(detector, AnomalyDetector):
-        raise ValueError(f"the file holds a {type(detector).__name__}, not an anomaly detector")
-    detector.metadata_ = _decode(payload["metadata"], device=None)
+        raise ValueError(f"{path} holds a {type(detector).__name__}, not an anomaly detector")
+    detector.metadata_ = metadata
     return detector
 
 
@@ -228,6 +374,7 @@ def _encode_estimator(estimator: Any, *, where: str) -> dict[str, Any]:
         params["device"] = str(params["device"])
     state = {name: value for name, value in vars(estimator).items()
              if name.endswith("_") and not name.startswith("_")}
+    _check_loadable(type(estimator), where=where)
     return {"class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
             "params": _encode(params, where=f"{where} parameters"),
             "state": {name: _encode(value, where=f"{where}.{name}") for name, value in state.items()}}
@@ -261,6 +408,7 @@ def _encode(value: Any, *, where: str) -> Any:
         if not isinstance(getattr(value, "config", None), dict):
             raise TypeError(f"cannot save {where}: the network {type(value).__name__} records no `config` "
                             "(its constructor arguments) to rebuild it from")
+        _check_loadable(type(value), where=where)
         on_accelerator = any(t.device.type != "cpu" for t in [*value.parameters(), *value.buffers()])
         return {"__module__": f"{type(value).__module__}.{type(value).__qualname__}",
                 "config": _encode(value.config, where=f"{where}.config"),
@@ -270,6 +418,15 @@ def _encode(value: Any, *, where: str) -> Any:
         return {"__estimator__": _encode_estimator(value, where=where)}
     raise TypeError(f"cannot save {where} of type {type(value).__name__}; store tensors, arrays, "
                     "plain values, networks with a `config` or scikit-learn estimators")
+
+
+def _check_loadable(cls: type, *, where: str) -> None:
+    """Refuse at save time a class that :func:`_loadable_class` would refuse at load time."""
+    if not f"{cls.__module__}.{cls.__qualname__}".startswith(_LOADABLE_PACKAGES) or "<locals>" in cls.__qualname__:
+        raise TypeError(f"cannot save {where}: its class {cls.__module__}.{cls.__qualname__} is defined outside "
+                        f"mvtec_tutorial and scikit-learn, and loading reads only their classes (never code "
+                        "from a file), so the file could not be loaded; save the detector's learned arrays "
+                        "yourself (e.g. with numpy.savez) or add the method to the package")
 
 
 def _loadable_class(qualified_name: str, base: type) -> type:
