@@ -74,7 +74,7 @@ DECK_COUNTERPARTS = {
 }
 
 #: "cpu" is each model's schedule in :data:`MODELS`; "quick" trains one epoch, a smoke test whose
-#: numbers mean nothing (tests, fast notebooks), as in :data:`mvtec_tutorial.benchmark.SCHEDULES`.
+#: numbers mean nothing (tests, fast notebooks), as in :data:`mvtec_tutorial.models.base.SCHEDULES`.
 SCHEDULES = ("cpu", "quick")
 
 #: What notebook 02 runs, and the command line by default.
