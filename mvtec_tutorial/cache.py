@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from mvtec_tutorial.data import as_images
-from mvtec_tutorial.models.base import (AnomalyDetector, _encode_estimator, detector_from_file_contents,
-                                        read_detector_file)
+from mvtec_tutorial.models.base import AnomalyDetector, Estimator
+from mvtec_tutorial.models.persistence import encode_estimator, estimator_from_file_contents, read_file
 from mvtec_tutorial.settings import source_hash
 
 #: Environment variable naming the cache folder; "off" (or "0", "false", "no") disables the cache.
@@ -66,23 +66,28 @@ class CachedFit:
         True when the fit was loaded from the cache instead of computed.
     fit_seconds : float
         Wall time of the original fit (for a hit: as measured when it was computed).
+    fit_cpu_seconds : float
+        CPU time of the original fit, likewise (NaN for files that did not record it).
     """
 
     key: str
     path: Path | None
     hit: bool
     fit_seconds: float
+    fit_cpu_seconds: float = float("nan")
 
 
-def fit_key(detector: AnomalyDetector, images: torch.Tensor) -> str:
-    """Hex SHA-256 of everything that changes what ``detector.fit(images)`` learns.
+def fit_key(detector: Estimator, images: torch.Tensor, labels: np.ndarray | None = None) -> str:
+    """Hex SHA-256 of everything that changes what ``detector.fit(images)`` (or ``fit(images, labels)``) learns.
 
     Parameters
     ----------
-    detector : AnomalyDetector
+    detector : AnomalyDetector or SupervisedClassifier
         Unfitted or fitted; only its class and parameters are read.
     images : torch.Tensor of shape (N, 3, H, W), float32 in [0, 1]
         The training images.
+    labels : array-like of shape (N,), int, optional
+        The training labels of a classifier.
 
     Examples
     --------
@@ -100,6 +105,7 @@ def fit_key(detector: AnomalyDetector, images: torch.Tensor) -> str:
         "class": f"{type(detector).__module__}.{type(detector).__qualname__}",
         "params": json.loads(json.dumps(params, sort_keys=True, default=repr)),
         "images": [list(pixels.shape), hashlib.sha256(pixels.tobytes()).hexdigest()],
+        **({} if labels is None else {"labels": np.asarray(labels, dtype=np.int64).tolist()}),
         "source": source_hash(),
         "torch": torch.__version__,
     }
@@ -117,7 +123,7 @@ def _identifying_params(detector: AnomalyDetector) -> dict[str, Any]:
         if not isinstance(value, AnomalyDetector):
             return value
         learned = hashlib.sha256()
-        _update_digest(learned, {name: state for name, state in _encode_estimator(value, where="key")["state"].items()
+        _update_digest(learned, {name: state for name, state in encode_estimator(value, where="key")["state"].items()
                                  if name not in _RUN_ATTRIBUTES})
         return {"class": f"{type(value).__module__}.{type(value).__qualname__}",
                 "params": _identifying_params(value), "learned_state": learned.hexdigest()}
@@ -143,16 +149,19 @@ def _update_digest(digest: Any, encoded: Any) -> None:
         digest.update(f"value {json.dumps(encoded, sort_keys=True, default=repr)}".encode())
 
 
-def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None | bool = True,
+def fit(detector: Estimator, images: Any, labels: Any = None, *, directory: str | Path | None | bool = True,
         progress: bool = True) -> CachedFit:
     """Fit ``detector`` on ``images`` in place, or load the identical fit from the cache.
 
     Parameters
     ----------
-    detector : AnomalyDetector
-        Fitted in place, exactly as ``detector.fit(images)`` would (same learned state).
+    detector : AnomalyDetector or SupervisedClassifier
+        Fitted in place, exactly as ``detector.fit(images)`` (a classifier: ``fit(images, labels)``)
+        would (same learned state).
     images : Dataset, tensor or ndarray (N, 3, H, W), float in [0, 1]
-        Normal training images.
+        Normal training images (a classifier's labelled training images).
+    labels : array-like of shape (N,), int, optional
+        A classifier's training labels (0 good, 1 defective); None for a detector.
     directory : str, Path, True or False, default=True
         The cache folder; True means :func:`cache_dir` (which may be off), False never caches.
     progress : bool, default=True
@@ -171,29 +180,29 @@ def fit(detector: AnomalyDetector, images: Any, *, directory: str | Path | None 
     images = as_images(images, progress=progress)
     folder = cache_dir() if directory is True else (None if directory is False or directory is None
                                                       else Path(directory).expanduser())
-    key = fit_key(detector, images)
+    key = fit_key(detector, images, labels)
     path = None if folder is None else folder / f"{type(detector).__name__}-{key[:32]}{_SUFFIX}"
     if path is not None and path.is_file():
         try:
-            seconds = _restore(detector, read_detector_file(path), progress=progress)
-            return CachedFit(key, path, True, seconds)
+            seconds, cpu_seconds = _restore(detector, read_file(path), progress=progress)
+            return CachedFit(key, path, True, seconds, cpu_seconds)
         except (ValueError, TypeError, KeyError, RuntimeError) as error:
             print(f"ignoring the unreadable cached fit {path} ({error}); fitting again")
             path.unlink(missing_ok=True)
-    start = time.perf_counter()
-    detector.fit(images, progress=progress)
-    seconds = time.perf_counter() - start
+    start, start_cpu = time.perf_counter(), time.process_time()
+    detector.fit(images, *([] if labels is None else [labels]), progress=progress)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     if path is not None:
         try:
-            detector.save(path, fit_seconds=seconds, key=key)
+            detector.save(path, fit_seconds=seconds, fit_cpu_seconds=cpu_seconds, key=key)
         except TypeError as error:  # e.g. a class of the user's own, which a file could not bring back
             print(f"not caching this fit: {error}")
-    return CachedFit(key, path, False, seconds)
+    return CachedFit(key, path, False, seconds, cpu_seconds)
 
 
-def _restore(detector: AnomalyDetector, payload: dict[str, Any], *, progress: bool) -> float:
-    """Put a cache file's learned state into ``detector``; return the original fit's seconds."""
-    loaded = detector_from_file_contents(payload, device=detector.device)
+def _restore(detector: Estimator, payload: dict[str, Any], *, progress: bool) -> tuple[float, float]:
+    """Put a cache file's learned state into ``detector``; return the original fit's wall and CPU seconds."""
+    loaded = estimator_from_file_contents(payload, expected=type(detector), device=detector.device)
     if type(loaded) is not type(detector) or _identifying_params(loaded) != _identifying_params(detector):
         raise ValueError(f"it holds {loaded!r}, not {detector!r}")
     detector._forget()
@@ -201,7 +210,8 @@ def _restore(detector: AnomalyDetector, payload: dict[str, Any], *, progress: bo
         if name.endswith("_") and name != "metadata_":
             setattr(detector, name, value)
     detector._progress = progress
-    return float(loaded.metadata_.get("fit_seconds", float("nan")))
+    return (float(loaded.metadata_.get("fit_seconds", float("nan"))),
+            float(loaded.metadata_.get("fit_cpu_seconds", float("nan"))))
 
 
 def clear(directory: str | Path | None = None) -> int:

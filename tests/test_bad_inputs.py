@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mvtec_tutorial import data, metrics, thresholds, training
+from mvtec_tutorial import data, metrics, thresholds
 
 SIZE = 8
 CATEGORY, DEFECT = "bottle", "crack"
@@ -243,38 +243,40 @@ def test_fpr_limit_as_a_string_is_a_clear_type_error():
         metrics.evaluate(MASKS, MAPS, LABELS, MAPS.max(axis=(1, 2)), fpr_limit="0.3")
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def test_checkpoint_metadata_from_numpy_and_paths_loads_as_plain_values(tmp_path):
-    model = torch.nn.Linear(2, 1)
-    path = training.save_checkpoint(tmp_path / "net.pt", model, loss=np.float32(0.25), epochs=np.int64(3),
-                                    history=np.array([1.0, 0.5]), data=tmp_path / "data",
-                                    nested={"seen": [np.bool_(True)]})
-    metadata = training.load_checkpoint(path, torch.nn.Linear(2, 1))
-    assert metadata == {"loss": 0.25, "epochs": 3, "history": [1.0, 0.5], "data": str(tmp_path / "data"),
-                        "nested": {"seen": [True]}}
+# ----------------------------------------------------------------------------- saved estimators
+def test_saved_metadata_from_numpy_and_paths_loads_as_plain_values(tmp_path):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt", loss=np.float32(0.25), epochs=np.int64(3),
+                                     data=tmp_path / "data", nested={"seen": [np.bool_(True)]})
+    metadata = models.AnomalyDetector.load(path).metadata_
+    assert metadata == {"loss": 0.25, "epochs": 3, "data": str(tmp_path / "data"), "nested": {"seen": [True]}}
     assert [type(metadata[key]) for key in ("loss", "epochs", "data")] == [float, int, str]
 
 
-def test_checkpoint_metadata_of_another_type_is_refused_naming_the_key(tmp_path):
-    with pytest.raises(TypeError, match="metadata schedule\\['steps'\\] is a set"):
-        training.save_checkpoint(tmp_path / "net.pt", torch.nn.Linear(2, 1), schedule={"steps": {1, 2}})
-    assert not (tmp_path / "net.pt").exists()
+def test_saved_metadata_of_another_type_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(TypeError, match="cannot save metadata\\['schedule'\\]\\['steps'\\] of type set"):
+        _fitted_mean_image().save(tmp_path / "det.pt", schedule={"steps": {1, 2}})
+    assert not (tmp_path / "det.pt").exists()
 
 
-def test_checkpoint_with_numpy_objects_is_not_called_damaged(tmp_path):
-    path = tmp_path / "old.pt"  # as an older save_checkpoint wrote it
-    torch.save({"architecture": "Linear", "state_dict": torch.nn.Linear(2, 1).state_dict(),
-                "metadata": {"loss": np.float64(0.5)}}, path)
-    with pytest.raises(ValueError, match="holds a numpy.*scalar object.*weights themselves may well be fine") as error:
-        training.load_checkpoint(path, torch.nn.Linear(2, 1))
-    assert "delete" not in str(error.value)
+def test_a_file_with_numpy_objects_is_not_called_damaged(tmp_path):
+    from mvtec_tutorial import models
+
+    path = tmp_path / "old.pt"  # as a pickle of numpy values would be
+    torch.save({"format": "mvtec_tutorial.detector", "metadata": {"loss": np.float64(0.5)}}, path)
+    with pytest.raises(ValueError, match="holds a numpy.*object.*weights_only=True.*refuses") as error:
+        models.AnomalyDetector.load(path)
+    assert "damaged" not in str(error.value) and "delete" not in str(error.value)
 
 
-def test_damaged_checkpoint_is_called_damaged(tmp_path):
-    path = training.save_checkpoint(tmp_path / "net.pt", torch.nn.Linear(2, 1))
+def test_a_truncated_saved_file_is_called_damaged(tmp_path):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="net.pt is damaged or not a PyTorch checkpoint"):
-        training.load_checkpoint(path, torch.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="det.pt is damaged or not a saved estimator"):
+        models.AnomalyDetector.load(path)
 
 
 # ----------------------------------------------------------------------------- download
