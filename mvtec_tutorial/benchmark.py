@@ -171,13 +171,13 @@ def evaluate_method(detector: AnomalyDetector, split: data.Split, *,
     ((28, 64, 64), 0.92)
     """
     fitted = fit_cache.fit(detector, split.train, directory=cache, progress=progress)
-    validation_maps, validation_scores = detector.predict(split.validation, progress=progress)
+    validation = fit_cache.predict(detector, split.validation, fitted=fitted, directory=cache, progress=progress)
+    validation_maps, validation_scores = validation.maps, validation.scores
     min_defect_area = thresholds.min_defect_area_pixels(validation_maps.shape[1:],
                                                         relative_area=relative_min_defect_area)
     threshold = thresholds.min_defect_area_threshold(validation_maps, min_defect_area)
-    start = time.perf_counter()
-    maps, scores = detector.predict(split.test, progress=progress)
-    predict_seconds = time.perf_counter() - start
+    test = fit_cache.predict(detector, split.test, fitted=fitted, directory=cache, progress=progress)
+    maps, scores, predict_seconds = test.maps, test.scores, test.seconds
     values = metrics.evaluate(split.masks, maps, split.labels, scores, threshold=threshold,
                               min_defect_area=min_defect_area)
     values.update(fit_seconds=fitted.fit_seconds, predict_seconds=predict_seconds)

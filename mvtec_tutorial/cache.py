@@ -178,8 +178,7 @@ def fit(detector: Estimator, images: Any, labels: Any = None, *, directory: str 
     processes fitting the same key at once both end with a complete file.
     """
     images = as_images(images, progress=progress)
-    folder = cache_dir() if directory is True else (None if directory is False or directory is None
-                                                      else Path(directory).expanduser())
+    folder = _folder(directory)
     key = fit_key(detector, images, labels)
     path = None if folder is None else folder / f"{type(detector).__name__}-{key[:32]}{_SUFFIX}"
     if path is not None and path.is_file():
@@ -198,6 +197,82 @@ def fit(detector: Estimator, images: Any, labels: Any = None, *, directory: str 
         except TypeError as error:  # e.g. a class of the user's own, which a file could not bring back
             print(f"not caching this fit: {error}")
     return CachedFit(key, path, False, seconds, cpu_seconds)
+
+
+def _folder(directory: str | Path | None | bool) -> Path | None:
+    """The cache folder ``directory`` means: True :func:`cache_dir` (which may be off), False or None none."""
+    if directory is True:
+        return cache_dir()
+    return None if directory is False or directory is None else Path(directory).expanduser()
+
+
+@dataclass(frozen=True)
+class CachedPrediction:
+    """What :func:`predict` returned and did.
+
+    Attributes
+    ----------
+    maps : ndarray of shape (N, H, W), float32
+    scores : ndarray of shape (N,), float32
+    seconds : float
+        Wall time of the prediction (for a hit: as measured when it was computed).
+    hit : bool
+        True when the prediction was loaded from the cache instead of computed.
+    """
+
+    maps: np.ndarray
+    scores: np.ndarray
+    seconds: float
+    hit: bool
+
+
+def predict(detector: AnomalyDetector, images: Any, *, fitted: CachedFit, directory: str | Path | None | bool = True,
+            progress: bool = True) -> CachedPrediction:
+    """``detector.predict(images)``, kept beside its fit when the method's prediction costs minutes.
+
+    Only methods that ask for it (:attr:`~mvtec_tutorial.models.base.AnomalyDetector.cache_predictions`,
+    AnoGAN's latent search) are cached, and only when their fit is (``fitted.path``). The key is
+    the fit's key (:func:`fit_key`: the method, its settings, its training images and the code) and
+    a SHA-256 of the images' pixels, so the same fit on the same images gives back the same numbers.
+
+    Parameters
+    ----------
+    detector : AnomalyDetector
+        Fitted by :func:`fit`, which returned ``fitted``.
+    images : Dataset, tensor or ndarray (N, 3, H, W), float in [0, 1]
+    fitted : CachedFit
+    directory : str, Path, True or False, default=True
+        As for :func:`fit`.
+    progress : bool, default=True
+
+    Returns
+    -------
+    CachedPrediction
+    """
+    images = as_images(images, progress=progress)
+    folder = _folder(directory)
+    path = None
+    if folder is not None and fitted.path is not None and type(detector).cache_predictions:
+        pixels = np.ascontiguousarray(images.numpy(), dtype=np.float32)
+        digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+        path = folder / f"{type(detector).__name__}-{fitted.key[:32]}-predictions-{digest[:32]}{_SUFFIX}"
+    if path is not None and path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            return CachedPrediction(stored["maps"].numpy(), stored["scores"].numpy(), float(stored["seconds"]), True)
+        except Exception as error:  # torch raises many types for a damaged file; it is recomputed
+            print(f"ignoring the unreadable cached prediction {path} ({type(error).__name__}: {error}); "
+                  "predicting again")
+            path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    maps, scores = detector.predict(images, progress=progress)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        torch.save({"maps": torch.from_numpy(maps), "scores": torch.from_numpy(scores), "seconds": seconds,
+                    "fit_key": fitted.key}, partial)
+        partial.replace(path)
+    return CachedPrediction(maps, scores, seconds, False)
 
 
 def _restore(detector: Estimator, payload: dict[str, Any], *, progress: bool) -> tuple[float, float]:

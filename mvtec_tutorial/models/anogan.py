@@ -318,6 +318,7 @@ class AnoGAN(_GANDetector):
     """
 
     benchmark_names = {"anogan": {}}
+    cache_predictions = True  # a latent search per test image takes minutes on a CPU
     schedules = schedule_settings("search_steps", 300, 5)
 
     def __init__(self, *, kind: str = "object", work_size: int = WORK_SIZE, latent_dim: int = LATENT_DIM,

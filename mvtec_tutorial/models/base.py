@@ -189,6 +189,9 @@ class AnomalyDetector(Estimator):
     #: Keyword arguments per schedule and category kind, ``{schedule: {kind: settings}}`` for every
     #: schedule of :data:`SCHEDULES`; the kinds named are the categories the method applies to.
     schedules: dict[str, dict[str, dict[str, Any]]] = {}
+    #: Whether the benchmark keeps predictions beside the fit (:func:`mvtec_tutorial.cache.predict`):
+    #: for methods whose prediction costs minutes (AnoGAN's latent search), not for those that take seconds.
+    cache_predictions: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
