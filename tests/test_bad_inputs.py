@@ -401,7 +401,7 @@ def test_saving_into_a_read_only_folder_names_the_path(tmp_path, monkeypatch):
             def refuse(obj, file, *args, **kwargs):
                 raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
             monkeypatch.setattr(torch, "save", refuse)
-        with pytest.raises(OSError, match=f"cannot write the detector to {folder / 'det.pt'}.*a folder you can write"):
+        with pytest.raises(OSError, match=f"cannot write the MeanImage to {folder / 'det.pt'}.*a folder you can write"):
             _fitted_mean_image().save(folder / "det.pt")
     finally:
         folder.chmod(0o700)

@@ -97,7 +97,8 @@ class Estimator(sklearn.base.BaseEstimator):
         every learned attribute (tensors, arrays, plain values, networks as state dicts) and
         ``metadata`` (plain values, e.g. ``fit_seconds``). It is written to a temporary file first
         and renamed, so an interrupted save never leaves a half-written file behind. ``~`` in
-        ``path`` is the home folder. The file format has a version (:data:`FILE_VERSION`); the
+        ``path`` is the home folder. The file format has a version
+        (:data:`~mvtec_tutorial.models.persistence.FILE_VERSION`); the
         package version and source hash are recorded for the reader, not checked on loading.
 
         Raises
@@ -123,7 +124,7 @@ class Estimator(sklearn.base.BaseEstimator):
         except (OSError, RuntimeError) as error:  # torch reports an unwritable file as a RuntimeError
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
-            raise OSError(f"cannot write the detector to {path} ({type(error).__name__}: {error}); "
+            raise OSError(f"cannot write the {type(self).__name__} to {path} ({type(error).__name__}: {error}); "
                           "save it into a folder you can write to") from error
         return path
 
@@ -132,7 +133,8 @@ class Estimator(sklearn.base.BaseEstimator):
         """Read an estimator written by :meth:`save`; ready to ``predict``.
 
         ``PaDiM.load(path)`` insists on a PaDiM; ``AnomalyDetector.load(path)`` returns whatever
-        detector the file holds (``Estimator.load(path)`` whatever estimator). The file's ``metadata`` comes back as the attribute ``metadata_``.
+        detector the file holds (``Estimator.load(path)`` whatever estimator). The file's
+        ``metadata`` comes back as the attribute ``metadata_``.
 
         Parameters
         ----------
@@ -146,8 +148,9 @@ class Estimator(sklearn.base.BaseEstimator):
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is damaged or not a saved detector, holds another method than ``cls``,
-            or has another format version than :data:`FILE_VERSION` (fit again and save).
+            If the file is damaged or not a saved estimator, holds another class than ``cls``,
+            or has another format version than
+            :data:`~mvtec_tutorial.models.persistence.FILE_VERSION` (fit again and save).
         """
         path = Path(path).expanduser()
         return estimator_from_file_contents(read_file(path), expected=cls, device=device, path=path)
