@@ -565,42 +565,6 @@ def to_anomaly_maps(patch_scores: torch.Tensor, image_size: Sequence[int], *,
     return maps.astype(np.float32)
 
 
-def check_top_k_fraction(top_k_fraction: float | None) -> float | None:
-    """``top_k_fraction`` itself if it is None or in (0, 1]; a ValueError otherwise.
-
-    Detectors call it when fitting, so a bad value is refused before any work, not at the first score.
-    """
-    if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
-        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
-    return top_k_fraction
-
-
-def scores_from_maps(maps: np.ndarray, top_k_fraction: float | None = None) -> np.ndarray:
-    """One score per anomaly map: its maximum, or the mean of its highest pixels.
-
-    Parameters
-    ----------
-    maps : ndarray of shape (N, H, W)
-    top_k_fraction : float in (0, 1] or None, default=None
-        None: the maximum. A fraction f: the mean of the ``max(1, round(f * H * W))`` highest pixels.
-
-    Returns
-    -------
-    ndarray of shape (N,), float32
-
-    Examples
-    --------
-    >>> maps = np.array([[[0.0, 1.0], [2.0, 9.0]]])
-    >>> scores_from_maps(maps).tolist(), scores_from_maps(maps, 0.5).tolist()
-    ([9.0], [5.5])
-    """
-    flat = maps.reshape(len(maps), -1)
-    if check_top_k_fraction(top_k_fraction) is None:
-        return flat.max(axis=1).astype(np.float32)
-    k = max(1, round(top_k_fraction * flat.shape[1]))
-    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
-
-
 def local_average(feature_map: torch.Tensor, size: int) -> torch.Tensor:
     """Average every position of a feature map over its ``size x size`` neighbourhood (stride 1).
 

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial import __version__, data, metrics, models, synthetic, thresholds
 from mvtec_tutorial import cache as fit_cache
-from mvtec_tutorial.models import anogan, autoencoder
-from mvtec_tutorial.models.base import AnomalyDetector
+from mvtec_tutorial.models.base import SCHEDULES, AnomalyDetector, benchmark_methods
 from mvtec_tutorial.settings import ROOT_ENV, source_hash
 
 PAPER_TABLES = ("table2_classification.csv", "table3_segmentation.csv")
@@ -45,36 +44,39 @@ COLUMNS = ["category", "method", "metric", "value", "seed", "image_size", "sched
            "version", "created", "settings", "key"]
 METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_accuracy", "region_overlap",
            "fit_seconds", "predict_seconds"]
-#: Training schedules: "cpu" is the course's (results/ uses it), "paper" the paper's GPU schedule
-#: for the networks, "quick" a smoke test whose numbers mean nothing (tests, fast notebooks).
-SCHEDULES = ("cpu", "paper", "quick")
-#: Share of the normal training images held out to choose the threshold on (the protocol's default).
-VALIDATION_FRACTION = 0.2
 #: The paper's threshold rule "fails" when it calls nearly every defective image good although the
 #: scores rank them well: defective accuracy below 0.2 while the image AUROC is above 0.8.
 FAILED_RULE_DEFECTIVE_ACCURACY, FAILED_RULE_IMAGE_AUROC = 0.2, 0.8
 
-# name -> (factory(kind, seed, schedule) -> detector, kinds it applies to). Each method's module
-# documents its settings.
-Factory = Callable[[str, int, str], AnomalyDetector]
-METHODS: dict[str, tuple[Factory, tuple[str, ...]]] = {
-    "mean_image": (lambda kind, seed, schedule: models.MeanImage(seed=seed), ("texture", "object")),
-    "ae_ssim": (lambda kind, seed, schedule: models.ConvAutoencoder(
-        loss="ssim", seed=seed, **autoencoder.recommended_settings(kind, schedule=schedule)), ("texture", "object")),
-    "ae_l2": (lambda kind, seed, schedule: models.ConvAutoencoder(
-        loss="l2", seed=seed, **autoencoder.recommended_settings(kind, schedule=schedule)), ("texture", "object")),
-    "anogan": (lambda kind, seed, schedule: models.AnoGAN(
-        seed=seed, **anogan.recommended_settings(kind, method="anogan", schedule=schedule)), ("texture", "object")),
-    "f_anogan": (lambda kind, seed, schedule: models.FAnoGAN(
-        seed=seed, **anogan.recommended_settings(kind, method="f_anogan", schedule=schedule)), ("texture", "object")),
-    "feature_dictionary": (lambda kind, seed, schedule: models.FeatureDictionary(
-        n_fit_patches=2000 if schedule == "quick" else 20000, seed=seed), ("texture", "object")),
-    "gmm_texture": (lambda kind, seed, schedule: models.GMMTexture(
-        n_fit_patches=2000 if schedule == "quick" else 10000, seed=seed), ("texture",)),
-    "variation_model": (lambda kind, seed, schedule: models.VariationModel(seed=seed), ("object",)),
-    "padim": (lambda kind, seed, schedule: models.PaDiM(seed=seed), ("texture", "object")),
-    "patchcore": (lambda kind, seed, schedule: models.PatchCore(seed=seed), ("texture", "object")),
-}
+
+@dataclass(frozen=True)
+class Protocol:
+    """The protocol's settings: the one place both a cell's key and its measurement read them from.
+
+    Attributes
+    ----------
+    validation_fraction : float, default=0.2
+        Share of the normal training images held out to choose the threshold on.
+    relative_min_defect_area : float, default=0.001
+        Minimum defect area as a fraction of the image (:func:`thresholds.min_defect_area_pixels`).
+    """
+
+    validation_fraction: float = 0.2
+    relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA
+
+
+#: The course's protocol (every notebook and results/ use it).
+PROTOCOL = Protocol()
+
+
+def methods() -> dict[str, type[AnomalyDetector]]:
+    """Every method the benchmark runs: name -> class, from the classes' own declarations.
+
+    A method class names itself (:attr:`~mvtec_tutorial.models.base.AnomalyDetector.benchmark_names`)
+    and gives its settings per schedule and kind (:attr:`~mvtec_tutorial.models.base.AnomalyDetector.schedules`);
+    nothing here lists methods. Schedules: :data:`mvtec_tutorial.models.base.SCHEDULES`.
+    """
+    return benchmark_methods()
 
 
 def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = "cpu",
@@ -87,15 +89,32 @@ def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = 
         For an unknown method, schedule or category, or a method that does not apply to the
         category's kind (e.g. ``gmm_texture`` on an object).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    kind = data.category_info(category).kind
+    return detector_for_kind(method, kind, seed=seed, schedule=schedule, device=device,
+                             what=f"{category} ({kind})")
+
+
+def detector_for_kind(method: str, kind: str, *, seed: int = 0, schedule: str = "cpu",
+                      device: str | torch.device | None = None, what: str | None = None) -> AnomalyDetector:
+    """The registered detector ``method`` with its settings for images of ``kind`` ("object" or "texture").
+
+    ``what`` names the images in the error for a method that does not apply to them (default: the kind).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or schedule, or a method that does not apply to ``kind``.
+    """
+    known = methods()
+    if method not in known:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(known)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
-    factory, kinds = METHODS[method]
-    kind = data.category_info(category).kind
-    if kind not in kinds:
-        raise ValueError(f"{method} applies to {' and '.join(kinds)} categories, not to {category} ({kind})")
-    return factory(kind, seed, schedule).set_params(device=device)
+    cls = known[method]
+    if kind not in cls.kinds():
+        raise ValueError(f"{method} applies to {' and '.join(cls.kinds())} images, not to {what or kind}")
+    return cls(**cls.recommended_settings(kind, schedule=schedule), **cls.benchmark_names[method], seed=seed,
+               device=device)
 
 
 @dataclass
@@ -169,13 +188,13 @@ def evaluate_method(detector: AnomalyDetector, split: data.Split, *,
     ((28, 64, 64), 0.92)
     """
     fitted = fit_cache.fit(detector, split.train, directory=cache, progress=progress)
-    validation_maps, validation_scores = detector.predict(split.validation)
+    validation = fit_cache.predict(detector, split.validation, fitted=fitted, directory=cache, progress=progress)
+    validation_maps, validation_scores = validation.maps, validation.scores
     min_defect_area = thresholds.min_defect_area_pixels(validation_maps.shape[1:],
                                                         relative_area=relative_min_defect_area)
     threshold = thresholds.min_defect_area_threshold(validation_maps, min_defect_area)
-    start = time.perf_counter()
-    maps, scores = detector.predict(split.test)
-    predict_seconds = time.perf_counter() - start
+    test = fit_cache.predict(detector, split.test, fitted=fitted, directory=cache, progress=progress)
+    maps, scores, predict_seconds = test.maps, test.scores, test.seconds
     values = metrics.evaluate(split.masks, maps, split.labels, scores, threshold=threshold,
                               min_defect_area=min_defect_area)
     values.update(fit_seconds=fitted.fit_seconds, predict_seconds=predict_seconds)
@@ -240,7 +259,7 @@ def data_fingerprint(root: str | Path, category: str) -> str:
 
 
 def cell_key(detector: AnomalyDetector, *, method: str, category: str, fingerprint: str, image_size: int,
-             seed: int, validation_fraction: float, relative_min_defect_area: float) -> str:
+             seed: int, protocol: Protocol = PROTOCOL) -> str:
     """Hex SHA-256 of everything that changes a cell's numbers.
 
     The method's name and every parameter, the device kind, the category and its files'
@@ -251,44 +270,59 @@ def cell_key(detector: AnomalyDetector, *, method: str, category: str, fingerpri
     params["device"] = detector.device_.type
     identity = dict(method=method, params=json.loads(json.dumps(params, sort_keys=True, default=repr)),
                     category=category, data=fingerprint, image_size=image_size, seed=seed,
-                    validation_fraction=validation_fraction, relative_min_defect_area=relative_min_defect_area,
-                    version=__version__, source=source_hash())
+                    validation_fraction=protocol.validation_fraction,
+                    relative_min_defect_area=protocol.relative_min_defect_area, version=__version__, source=source_hash())
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def run_cell(root: str | Path, category: str, method: str, *, image_size: int = 256, seed: int = 0,
-             schedule: str = "cpu", device: str | torch.device | None = None,
-             validation_fraction: float = VALIDATION_FRACTION,
-             relative_min_defect_area: float = thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA,
+             schedule: str = "cpu", device: str | torch.device | None = None, protocol: Protocol = PROTOCOL,
              cache: bool | str | Path = True, progress: bool = True) -> pd.DataFrame:
     """Measure one method on one category with :func:`evaluate_method`; return its tidy rows.
 
     Images are read before any clock starts, so the times measure the method, not PNG decoding.
     Warnings of the evaluation (e.g. a failed threshold rule) are printed.
     """
-    detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
-                                       device=device, validation_fraction=validation_fraction,
-                                       relative_min_defect_area=relative_min_defect_area)
-    split = data.load_split(root, category, image_size=image_size, validation_fraction=validation_fraction,
-                            seed=seed, progress=progress)
-    evaluation = evaluate_method(detector, split, relative_min_defect_area=relative_min_defect_area, cache=cache,
-                                 progress=progress)
-    for warning in evaluation.warnings:
-        tqdm.write(f"{category} / {method}: {warning}")
-    return pd.DataFrame([{**identity, "metric": name, "value": float(value), "cached": evaluation.fit.hit}
-                         for name, value in evaluation.metrics.items()], columns=COLUMNS)
+    cell = _Cell.prepare(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
+                         device=device, protocol=protocol)
+    return cell.measure(cache=cache, progress=progress)
 
 
-def _prepare_cell(root: str | Path, category: str, method: str, *, image_size: int, seed: int, schedule: str,
-                  device: str | torch.device | None, validation_fraction: float,
-                  relative_min_defect_area: float) -> tuple[AnomalyDetector, dict]:
-    """The cell's unfitted detector and the columns all its rows share (with its :func:`cell_key`)."""
-    detector = make_detector(method, category, seed=seed, schedule=schedule, device=device)
-    key = cell_key(detector, method=method, category=category, fingerprint=data_fingerprint(root, category),
-                   image_size=image_size, seed=seed, validation_fraction=validation_fraction,
-                   relative_min_defect_area=relative_min_defect_area)
-    return detector, _row_identity(root, category, method, seed=seed, image_size=image_size, schedule=schedule,
-                                   detector=detector, key=key)
+@dataclass
+class _Cell:
+    """One cell of the grid, prepared once: its unfitted detector and the columns all its rows share."""
+
+    root: Path
+    category: str
+    method: str
+    image_size: int
+    seed: int
+    protocol: Protocol
+    detector: AnomalyDetector
+    identity: dict
+
+    @classmethod
+    def prepare(cls, root: str | Path, category: str, method: str, *, image_size: int, seed: int, schedule: str,
+                device: str | torch.device | None, protocol: Protocol) -> "_Cell":
+        detector = make_detector(method, category, seed=seed, schedule=schedule, device=device)
+        key = cell_key(detector, method=method, category=category, fingerprint=data_fingerprint(root, category),
+                       image_size=image_size, seed=seed, protocol=protocol)
+        identity = _row_identity(root, category, method, seed=seed, image_size=image_size, schedule=schedule,
+                                 detector=detector, key=key)
+        return cls(Path(root), category, method, image_size, seed, protocol, detector, identity)
+
+    def measure(self, *, cache: bool | str | Path, progress: bool) -> pd.DataFrame:
+        """Load the split, run :func:`evaluate_method` with the cell's protocol, return the tidy rows."""
+        split = data.load_split(self.root, self.category, image_size=self.image_size,
+                                validation_fraction=self.protocol.validation_fraction, seed=self.seed,
+                                progress=progress)
+        evaluation = evaluate_method(self.detector, split,
+                                     relative_min_defect_area=self.protocol.relative_min_defect_area, cache=cache,
+                                     progress=progress)
+        for warning in evaluation.warnings:
+            tqdm.write(f"{self.category} / {self.method}: {warning}")
+        return pd.DataFrame([{**self.identity, "metric": name, "value": float(value), "cached": evaluation.fit.hit}
+                             for name, value in evaluation.metrics.items()], columns=COLUMNS)
 
 
 def _row_identity(root: str | Path, category: str, method: str, *, seed: int, image_size: int, schedule: str,
@@ -414,30 +448,30 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
     """
     categories = [categories] if isinstance(categories, str) else list(categories)
     methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = sorted(set(methods) - set(METHODS))
+    known = benchmark_methods()
+    unknown = sorted(set(methods) - set(known))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; known: {', '.join(known)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_FILE
-    cells = [(c, m) for c in categories for m in methods if data.category_info(c).kind in METHODS[m][1]]
+    cells = [(c, m) for c in categories for m in methods if data.category_info(c).kind in known[m].kinds()]
     keys = []
     bar = tqdm(cells, desc="benchmark", disable=not progress)
     for category, method in bar:
         bar.set_description(f"benchmark: {category} / {method}")
-        detector, identity = _prepare_cell(root, category, method, image_size=image_size, seed=seed,
-                                           schedule=schedule, device=device, validation_fraction=VALIDATION_FRACTION,
-                                           relative_min_defect_area=thresholds.DEFAULT_RELATIVE_MIN_DEFECT_AREA)
+        cell = _Cell.prepare(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
+                             device=device, protocol=PROTOCOL)
+        identity = cell.identity
         keys.append(identity["key"])
         with _exclusive(out):  # a stale lock fails here, before the cell is computed, not after
             stored = read_results(path)
         if set(METRICS) <= set(stored[stored["key"] == identity["key"]]["metric"]):
             continue
         try:
-            rows = run_cell(root, category, method, image_size=image_size, seed=seed, schedule=schedule,
-                            device=device, cache=cache, progress=progress)
+            rows = cell.measure(cache=cache, progress=progress)
         except Exception as error:  # one broken cell must not stop the grid
             tqdm.write(f"{category} / {method} failed: {error!r}\n{traceback.format_exc(limit=3)}")
             rows = pd.DataFrame([{**identity, "metric": "error", "value": np.nan, "settings": repr(error)}],
@@ -532,8 +566,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"dataset root: real MVTec AD or the synthetic set (default: ${ROOT_ENV})")
     parser.add_argument("--categories", nargs="+", default=["all"], metavar="CATEGORY",
                         help="category names, or 'all' for every MVTec AD category under --root (default)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
-                        help=f"default: all ({', '.join(METHODS)})")
+    known = list(methods())
+    parser.add_argument("--methods", nargs="+", default=known, choices=known, metavar="METHOD",
+                        help=f"default: all ({', '.join(known)})")
     parser.add_argument("--out", default="results", help="folder for results.csv and results.md")
     parser.add_argument("--image-size", type=int, default=256, help="side images are loaded at (px)")
     parser.add_argument("--seed", type=int, default=0)

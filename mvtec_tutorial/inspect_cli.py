@@ -34,20 +34,19 @@ from mvtec_tutorial.report import ReportWriter
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
 
 
-def methods() -> dict[str, tuple[benchmark.Factory, tuple[str, ...]]]:
-    """The methods ``--method`` accepts, the benchmark's: name -> (factory(kind, seed, schedule), kinds)."""
-    return benchmark.METHODS
+def methods() -> dict[str, type[models.AnomalyDetector]]:
+    """The methods ``--method`` accepts, the benchmark's: name -> class."""
+    return benchmark.methods()
 
 
 def make_detector(method: str, *, kind: str, seed: int, schedule: str, settings: dict[str, Any],
                   device: str | None) -> models.AnomalyDetector:
     """The benchmark's detector ``method`` for a ``kind`` of image, with ``settings`` on top."""
-    if method not in methods():
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(methods())}")
-    factory, kinds = methods()[method]
-    if kind not in kinds:
-        raise ValueError(f"{method} applies to {' and '.join(kinds)} images, not to {kind}; pass --kind {kinds[0]}")
-    detector = factory(kind, seed, schedule)
+    known = methods()
+    if method in known and kind not in known[method].kinds():
+        raise ValueError(f"{method} applies to {' and '.join(known[method].kinds())} images, not to {kind}; "
+                         f"pass --kind {known[method].kinds()[0]}")
+    detector = benchmark.detector_for_kind(method, kind, seed=seed, schedule=schedule)
     try:
         return detector.set_params(device=device, **settings)
     except ValueError as error:

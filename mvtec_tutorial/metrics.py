@@ -204,23 +204,50 @@ def classify(maps: np.ndarray, threshold: float, *, min_defect_area: int = 1) ->
     return largest_component_areas(maps, threshold) >= min_defect_area
 
 
-def image_scores(maps: np.ndarray) -> np.ndarray:
-    """Default image score: the maximum of each anomaly map.
+def image_scores(maps: np.ndarray, top_k_fraction: float | None = None) -> np.ndarray:
+    """Image scores from anomaly maps: the maximum of each map, or the mean of its highest pixels.
+
+    The one map-to-score function: every detector's default image score
+    (:meth:`mvtec_tutorial.models.base.AnomalyDetector.predict`) and the evaluation's.
 
     Parameters
     ----------
     maps : ndarray of shape (N, H, W)
+    top_k_fraction : float in (0, 1] or None, default=None
+        None: the maximum. A fraction f: the mean of the ``max(1, round(f * H * W))`` highest
+        pixels, which one hot pixel moves less (computed in the maps' dtype).
 
     Returns
     -------
-    ndarray of shape (N,), same dtype as ``maps``; higher = more anomalous.
+    ndarray of shape (N,); higher = more anomalous. The maps' dtype for the maximum, float32 for a fraction.
 
     Notes
     -----
     The official evaluation scores an image by ``np.max`` of its map. For the paper's
     thresholded decision see :func:`classify`.
+
+    Examples
+    --------
+    >>> maps = np.array([[[0.0, 1.0], [2.0, 9.0]]])
+    >>> image_scores(maps).tolist(), image_scores(maps, 0.5).tolist()
+    ([9.0], [5.5])
     """
-    return check_maps(maps).max(axis=(1, 2))
+    maps = check_maps(maps)
+    if check_top_k_fraction(top_k_fraction) is None:
+        return maps.max(axis=(1, 2))
+    flat = maps.reshape(len(maps), -1)
+    k = max(1, round(top_k_fraction * flat.shape[1]))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
+
+
+def check_top_k_fraction(top_k_fraction: float | None) -> float | None:
+    """``top_k_fraction`` itself if it is None or in (0, 1]; a ValueError otherwise.
+
+    Detectors call it when fitting, so a bad value is refused before any work, not at the first score.
+    """
+    if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
+        raise ValueError(f"top_k_fraction must lie in (0, 1] or be None for the maximum, got {top_k_fraction}")
+    return top_k_fraction
 
 
 # ----------------------------------------------------------------------------- threshold-free

@@ -117,8 +117,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
 #: Modules that never run while a detector is fitted (evaluation, reports, plots, the cache itself).
 #: An edit there changes no fit, so :func:`source_hash` leaves them out and cached fits survive it.
-NOT_RUN_BY_FIT = ("benchmark.py", "cache.py", "metrics.py", "quiz.py", "supervised_benchmark.py",
-                  "thresholds.py", "viz.py")
+#: (``metrics.py`` counts: detectors score images with its :func:`~mvtec_tutorial.metrics.image_scores`.)
+NOT_RUN_BY_FIT = ("benchmark.py", "cache.py", "quiz.py", "supervised_benchmark.py", "thresholds.py", "viz.py")
 
 
 @functools.cache

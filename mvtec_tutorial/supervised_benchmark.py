@@ -26,8 +26,10 @@ from sklearn.metrics import confusion_matrix
 from torch.utils.data import ConcatDataset
 from tqdm.auto import tqdm
 
+from mvtec_tutorial import cache as fit_cache
 from mvtec_tutorial import data, metrics
-from mvtec_tutorial.models.supervised import SupervisedClassifier, default_augmentation
+from mvtec_tutorial.models import base
+from mvtec_tutorial.models.supervised import SupervisedClassifier
 
 #: The course's supervised models: name -> :class:`SupervisedClassifier` keyword arguments, with
 #: schedules that fit a 2-core CPU. "convnet_deck" is the deck's recipe (plain SGD at the CIFAR-10
@@ -73,9 +75,10 @@ DECK_COUNTERPARTS = {
     "VGG16": ("vgg16_scratch",),
 }
 
+#: The course's schedules (:data:`mvtec_tutorial.models.base.SCHEDULES`) that apply to the classifiers:
 #: "cpu" is each model's schedule in :data:`MODELS`; "quick" trains one epoch, a smoke test whose
-#: numbers mean nothing (tests, fast notebooks), as in :data:`mvtec_tutorial.benchmark.SCHEDULES`.
-SCHEDULES = ("cpu", "quick")
+#: numbers mean nothing (tests, fast notebooks). The paper trains no classifier: no "paper" schedule.
+SCHEDULES = tuple(name for name in base.SCHEDULES if name != "paper")
 
 #: What notebook 02 runs, and the command line by default.
 NOTEBOOK_MODELS = ("convnet_deck", "convnet", "resnet18_scratch", "vgg16_scratch", "lite0_imagenet",
@@ -319,36 +322,39 @@ def make_classifier(name: str, *, schedule: str = "cpu", augmented: bool = False
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     return SupervisedClassifier(**{**MODELS[name], **({"epochs": 1} if schedule == "quick" else {})}, seed=seed,
-                                device=device, augmentation=default_augmentation() if augmented else None)
+                                device=device, augmentation="default" if augmented else None)
 
 
 def evaluate_classifier(classifier: SupervisedClassifier, labelled: LabelledSet, *, name: str | None = None,
-                        progress: bool = True) -> ClassifierEvaluation:
+                        cache: bool | str | Path = True, progress: bool = True) -> ClassifierEvaluation:
     """Fit on the labelled set's training images, predict its evaluation images and time both.
 
     Parameters
     ----------
     classifier : SupervisedClassifier
-        Fitted from scratch (a second call forgets the first fit).
+        Fitted from scratch (a second call forgets the first fit), or loaded from the fit cache.
     labelled : LabelledSet
     name : str, optional
         Default: the classifier's architecture.
+    cache : bool, str or Path, default=True
+        Where to look for and keep the fit (:func:`mvtec_tutorial.cache.fit`, as the detectors');
+        False always fits. A cached fit reports the times measured when it was computed.
     progress : bool, default=True
 
     Returns
     -------
     ClassifierEvaluation
     """
-    start, start_cpu = time.perf_counter(), time.process_time()
-    classifier.fit(labelled.images[labelled.train], labelled.labels[labelled.train], progress=progress)
-    fitted, fitted_cpu = time.perf_counter(), time.process_time()
+    fitted = fit_cache.fit(classifier, labelled.images[labelled.train], labelled.labels[labelled.train],
+                           directory=cache, progress=progress)
+    start = time.perf_counter()
     probabilities = classifier.predict_proba(labelled.images[labelled.evaluation])[:, 1]
-    predicted = time.perf_counter()
+    predict_seconds = time.perf_counter() - start
     report = classification_report(labelled.labels[labelled.evaluation], probabilities,
                                    labelled.defect_types[labelled.evaluation])
     recall_by_type, matrix = report.pop("recall_by_type"), report.pop("confusion_matrix")
-    timings = {"fit_seconds": fitted - start, "fit_cpu_seconds": fitted_cpu - start_cpu,
-               "predict_seconds": predicted - fitted}
+    timings = {"fit_seconds": fitted.fit_seconds, "fit_cpu_seconds": fitted.fit_cpu_seconds,
+               "predict_seconds": predict_seconds}
     return ClassifierEvaluation(name=name or classifier.architecture, metrics={**report, **timings},
                                 recall_by_type=recall_by_type, confusion_matrix=matrix, probabilities=probabilities,
                                 evaluation=labelled.evaluation, held_out_defect_type=labelled.held_out_defect_type,

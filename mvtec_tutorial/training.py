@@ -1,21 +1,17 @@
-"""The one training loop every network in the course uses, and checkpoints.
+"""The one training loop every network in the course uses.
 
 ``train`` knows nothing about a particular model: it takes a ``loss_fn(model, batch)`` that
 returns a scalar loss, so the supervised classifiers, the autoencoders and f-AnoGAN's encoder
 share it. ``train_adversarial`` runs the same loop (seeding, devices, progress bars, per-epoch
-history, NaN checks) with a GAN's two-player step instead, for AnoGAN's DCGAN.
+history, NaN checks) with a GAN's two-player step instead, for AnoGAN's DCGAN. Trained models are
+saved with their estimator (:meth:`mvtec_tutorial.models.base.Estimator.save`), in one file format.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
-import pickle
-import re
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -275,92 +271,3 @@ def train_adversarial(
     return _loop([generator, discriminator], loader, step, history={"d_loss": [], "g_loss": [], "d_real": []},
                  epochs=epochs, seed=seed, device=device, desc=desc, progress=progress,
                  end_of_epoch=end_of_epoch)
-
-
-def _plain(value: Any, key: str) -> Any:
-    """``value`` made of the plain types ``torch.load(..., weights_only=True)`` accepts."""
-    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.generic):  # numpy scalars, e.g. a loss from np.mean
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if type(value) in (list, tuple):
-        return type(value)(_plain(item, f"{key}[{index}]") for index, item in enumerate(value))
-    if type(value) is dict:
-        return {_plain(name, key): _plain(item, f"{key}[{name!r}]") for name, item in value.items()}
-    raise TypeError(f"metadata {key} is a {type(value).__name__}, which a checkpoint loaded with "
-                    "weights_only=True cannot hold; pass plain values (None, bool, int, float, str, tensors, "
-                    "and lists, tuples or dicts of them), e.g. str(value) or float(value)")
-
-
-def save_checkpoint(path: str | Path, model: torch.nn.Module, **metadata: Any) -> Path:
-    """Save a model's weights with its class name and ``metadata`` (e.g. epochs, loss).
-
-    The file loads with ``torch.load(..., weights_only=True)``, which accepts only tensors and
-    plain Python values, so numpy scalars and arrays become Python numbers and lists, and paths
-    become strings, before saving.
-
-    Raises
-    ------
-    TypeError
-        Naming the key, if a metadata value is of another type (convert it first); nothing
-        is written then.
-    """
-    metadata = {key: _plain(value, key) for key, value in metadata.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"architecture": type(model).__name__, "state_dict": model.state_dict(), "metadata": metadata}, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load weights saved by :func:`save_checkpoint` into ``model`` and return the metadata.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is damaged or not a checkpoint, holds objects that ``weights_only=True``
-        refuses (the message names the type and how to convert a file you trust), was saved
-        from another architecture, or its tensors do not fit ``model`` (the message names the
-        mismatching parameters).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train the model and save_checkpoint first")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        # torch >= 2.4 says "Unsupported global: GLOBAL numpy...", older ones "Unsupported class numpy...".
-        refused = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(error))
-        if isinstance(error, pickle.UnpicklingError) and refused:
-            raise ValueError(
-                f"{path} holds a {refused.group(1)} object, which torch.load(..., weights_only=True) refuses "
-                "because unpickling it could run code. Older versions of save_checkpoint stored numpy values "
-                "and paths in the metadata this way; the weights themselves may well be fine. If you wrote "
-                "the file and trust it, load it once with torch.load(path, weights_only=False) and save its "
-                "state_dict again with save_checkpoint."
-            ) from error
-        detail = (str(error).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path} is damaged or not a PyTorch checkpoint ({type(error).__name__}: {detail}); "
-                         "write it again with save_checkpoint (train again if the weights are lost)") from error
-    if not isinstance(checkpoint, dict) or not {"architecture", "state_dict"} <= checkpoint.keys():
-        raise ValueError(f"{path} was not written by mvtec_tutorial.training.save_checkpoint")
-    expected = type(model).__name__
-    if checkpoint["architecture"] != expected:
-        raise ValueError(f"{path} holds a {checkpoint['architecture']} but the model is a {expected}; "
-                         "load it into the architecture it was saved from")
-    own = model.state_dict()
-    saved = checkpoint["state_dict"]
-    mismatched = sorted(
-        set(own) ^ set(saved) | {k for k in set(own) & set(saved) if own[k].shape != saved[k].shape}
-    )
-    if mismatched:
-        raise ValueError(f"{path} does not fit this {expected} (different settings?): mismatched "
-                         f"parameters {', '.join(mismatched[:5])}{' ...' if len(mismatched) > 5 else ''}")
-    model.load_state_dict(saved)
-    return checkpoint.get("metadata", {})

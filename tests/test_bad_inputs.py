@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from mvtec_tutorial import data, metrics, thresholds, training
+from mvtec_tutorial import data, metrics, thresholds
 
 SIZE = 8
 CATEGORY, DEFECT = "bottle", "crack"
@@ -245,38 +245,40 @@ def test_fpr_limit_as_a_string_is_a_clear_type_error():
         metrics.evaluate(MASKS, MAPS, LABELS, MAPS.max(axis=(1, 2)), fpr_limit="0.3")
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def test_checkpoint_metadata_from_numpy_and_paths_loads_as_plain_values(tmp_path):
-    model = torch.nn.Linear(2, 1)
-    path = training.save_checkpoint(tmp_path / "net.pt", model, loss=np.float32(0.25), epochs=np.int64(3),
-                                    history=np.array([1.0, 0.5]), data=tmp_path / "data",
-                                    nested={"seen": [np.bool_(True)]})
-    metadata = training.load_checkpoint(path, torch.nn.Linear(2, 1))
-    assert metadata == {"loss": 0.25, "epochs": 3, "history": [1.0, 0.5], "data": str(tmp_path / "data"),
-                        "nested": {"seen": [True]}}
+# ----------------------------------------------------------------------------- saved estimators
+def test_saved_metadata_from_numpy_and_paths_loads_as_plain_values(tmp_path):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt", loss=np.float32(0.25), epochs=np.int64(3),
+                                     data=tmp_path / "data", nested={"seen": [np.bool_(True)]})
+    metadata = models.AnomalyDetector.load(path).metadata_
+    assert metadata == {"loss": 0.25, "epochs": 3, "data": str(tmp_path / "data"), "nested": {"seen": [True]}}
     assert [type(metadata[key]) for key in ("loss", "epochs", "data")] == [float, int, str]
 
 
-def test_checkpoint_metadata_of_another_type_is_refused_naming_the_key(tmp_path):
-    with pytest.raises(TypeError, match="metadata schedule\\['steps'\\] is a set"):
-        training.save_checkpoint(tmp_path / "net.pt", torch.nn.Linear(2, 1), schedule={"steps": {1, 2}})
-    assert not (tmp_path / "net.pt").exists()
+def test_saved_metadata_of_another_type_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(TypeError, match="cannot save metadata\\['schedule'\\]\\['steps'\\] of type set"):
+        _fitted_mean_image().save(tmp_path / "det.pt", schedule={"steps": {1, 2}})
+    assert not (tmp_path / "det.pt").exists()
 
 
-def test_checkpoint_with_numpy_objects_is_not_called_damaged(tmp_path):
-    path = tmp_path / "old.pt"  # as an older save_checkpoint wrote it
-    torch.save({"architecture": "Linear", "state_dict": torch.nn.Linear(2, 1).state_dict(),
-                "metadata": {"loss": np.float64(0.5)}}, path)
-    with pytest.raises(ValueError, match="holds a numpy.*scalar object.*weights themselves may well be fine") as error:
-        training.load_checkpoint(path, torch.nn.Linear(2, 1))
-    assert "delete" not in str(error.value)
+def test_a_file_with_numpy_objects_is_not_called_damaged(tmp_path):
+    from mvtec_tutorial import models
+
+    path = tmp_path / "old.pt"  # as a pickle of numpy values would be
+    torch.save({"format": "mvtec_tutorial.detector", "metadata": {"loss": np.float64(0.5)}}, path)
+    with pytest.raises(ValueError, match="holds a numpy.*object.*weights_only=True.*refuses") as error:
+        models.AnomalyDetector.load(path)
+    assert "damaged" not in str(error.value) and "delete" not in str(error.value)
 
 
-def test_damaged_checkpoint_is_called_damaged(tmp_path):
-    path = training.save_checkpoint(tmp_path / "net.pt", torch.nn.Linear(2, 1))
+def test_a_truncated_saved_file_is_called_damaged(tmp_path):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="net.pt is damaged or not a PyTorch checkpoint"):
-        training.load_checkpoint(path, torch.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="det.pt is damaged or not a saved estimator"):
+        models.AnomalyDetector.load(path)
 
 
 # ----------------------------------------------------------------------------- download
@@ -489,21 +491,25 @@ def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule
     assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
 
 
-def broken_method(kind, seed, schedule):
-    """A benchmark method factory whose detector fails to fit (as when memory runs out)."""
+def register_broken_method(monkeypatch):
+    """Declare, for this test only, a benchmark method "broken" whose fit fails (as when memory runs out)."""
     from mvtec_tutorial import models
+    from mvtec_tutorial.models import base
+
+    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))
 
     class Broken(models.MeanImage):
+        benchmark_names = {"broken": {}}
+        schedules = models.MeanImage.schedules
+
         def _fit(self, images):
             raise RuntimeError("out of memory")
-
-    return Broken(seed=seed)
 
 
 def test_benchmark_command_exits_non_zero_when_a_cell_failed(synthetic_root, tmp_path, monkeypatch, capsys):
     from mvtec_tutorial import benchmark
 
-    monkeypatch.setitem(benchmark.METHODS, "broken", (broken_method, ("texture", "object")))
+    register_broken_method(monkeypatch)
     with pytest.raises(SystemExit, match="1 cell\\(s\\) failed: bottle / broken; .*run again") as exit_:
         benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "broken", "mean_image",
                         "--image-size", "32", "--no-cache", "--out", str(tmp_path)])
@@ -898,3 +904,107 @@ def test_download_never_renames_an_archive_it_did_not_write(tmp_path, monkeypatc
         data.download(root, ["bottle"], url=URL, sha256=sha256(content))
     assert users.read_bytes() == content[:-1] and sorted(p.name for p in root.iterdir()) == [users.name]
     assert server.requests == []
+
+
+# --------------------------------------------------------------------------- round two: persistence and image size
+def _fitted_mean_image(size=16):
+    from mvtec_tutorial import models
+
+    return models.MeanImage().fit(torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0)),
+                                  progress=False)
+
+
+@pytest.mark.parametrize("name", ["MeanImage", "PaDiM", "PatchCore"])
+def test_predicting_at_another_image_size_than_the_fit_is_refused(name):
+    # PaDiM and PatchCore checked only the feature grid: 63 px after a 64 px fit gave the same grid.
+    from mvtec_tutorial import models
+
+    settings = {"PaDiM": dict(n_features=8, layers=("block4",)), "PatchCore": dict(coreset_ratio=0.5)}.get(name, {})
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    detector = getattr(models, name)(**settings).fit(images, progress=False)
+    with pytest.raises(ValueError, match=r"images are \(63, 63\) px but this .* was fitted on \(64, 64\) px images; "
+                                         "load test images at the training image_size"):
+        detector.predict(torch.rand(1, 3, 63, 63), progress=False)
+
+
+def test_save_to_a_path_with_a_tilde_writes_into_the_home_folder(tmp_path, monkeypatch):
+    from mvtec_tutorial import models
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    path = _fitted_mean_image().save("~/detectors/det.pt")
+    assert path == tmp_path / "home" / "detectors" / "det.pt" and path.is_file()
+    assert not (tmp_path / "~").exists()
+    assert isinstance(models.AnomalyDetector.load("~/detectors/det.pt"), models.MeanImage)
+
+
+def test_saving_into_a_read_only_folder_names_the_path(tmp_path, monkeypatch):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root may write anywhere: fail as torch does in a read-only folder
+            def refuse(obj, file, *args, **kwargs):
+                raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+            monkeypatch.setattr(torch, "save", refuse)
+        with pytest.raises(OSError, match=f"cannot write the MeanImage to {folder / 'det.pt'}.*a folder you can write"):
+            _fitted_mean_image().save(folder / "det.pt")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_subclass_defined_outside_the_package_is_refused_when_saving(tmp_path):
+    from mvtec_tutorial import models
+
+    class MyMeanImage(models.MeanImage):
+        pass
+
+    detector = MyMeanImage().fit(torch.rand(2, 3, 8, 8), progress=False)
+    with pytest.raises(TypeError, match="defined outside mvtec_tutorial and scikit-learn.*could not be loaded"):
+        detector.save(tmp_path / "mine.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["params", "state", "metadata", "class"])
+def test_a_tampered_saved_detector_gives_a_clear_error_naming_the_file(tmp_path, damage):
+    from mvtec_tutorial import models
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    if damage == "class":
+        payload["class"] = 7
+    else:
+        del payload[damage]
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=f"{path} .*(damaged|may not name).*"):
+        models.AnomalyDetector.load(path)
+
+
+def test_a_saved_detector_loads_whatever_package_version_or_source_wrote_it(tmp_path):
+    # The format version decides, not the package version or the source hash (which are informative).
+    from mvtec_tutorial import models
+
+    detector = _fitted_mean_image()
+    path = detector.save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    payload.update(package_version="0.0.1", source_hash="0" * 64)
+    torch.save(payload, path)
+    images = torch.rand(2, 3, 16, 16)
+    np.testing.assert_array_equal(models.AnomalyDetector.load(path).predict(images, progress=False)[0],
+                                  detector.predict(images, progress=False)[0])
+
+
+def test_a_file_of_the_previous_format_version_is_refused_with_the_reason(tmp_path):
+    from mvtec_tutorial import models
+    from mvtec_tutorial.models import base
+
+    path = _fitted_mean_image().save(tmp_path / "det.pt")
+    payload = torch.load(path, weights_only=True)
+    # What format version 1 wrote: the version inside the format string, the run flag as learned state.
+    del payload["format_version"]
+    payload["format"] = "mvtec_tutorial.detector/1"
+    payload["state"]["progress_"] = False
+    torch.save(payload, path)
+    assert base.FILE_VERSION == 2
+    with pytest.raises(ValueError, match="format version 1 .*reads version 2 .*progress_.*fit again and save"):
+        models.AnomalyDetector.load(path)

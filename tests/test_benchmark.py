@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from mvtec_tutorial import benchmark, data, metrics, models, thresholds
+from mvtec_tutorial.models import base
 
 
 def test_paper_tables_align_with_category_and_method_names():
@@ -35,7 +36,7 @@ def test_grid_runs_end_to_end_and_resumes_without_recomputing(synthetic_root, tm
     assert "### bottle" in markdown and "| mean_image |" in markdown
 
     calls = []
-    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(benchmark._Cell, "measure", lambda cell, **kwargs: calls.append(cell))
     again = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32,
                           cache=False, progress=False)
     assert calls == []
@@ -43,10 +44,15 @@ def test_grid_runs_end_to_end_and_resumes_without_recomputing(synthetic_root, tm
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(synthetic_root, tmp_path, monkeypatch):
-    def broken(kind, seed, schedule):
-        return BrokenDetector()
+    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))  # the class below registers for this test only
 
-    monkeypatch.setitem(benchmark.METHODS, "broken", (broken, ("texture", "object")))
+    class BrokenDetector(models.MeanImage):
+        benchmark_names = {"broken": {}}
+        schedules = models.MeanImage.schedules
+
+        def _fit(self, images):
+            raise RuntimeError("out of memory")
+
     results = benchmark.run(synthetic_root, ["bottle"], ["broken", "mean_image"], tmp_path, image_size=32,
                             cache=False, progress=False)
     error = results[results["metric"] == "error"]
@@ -55,13 +61,13 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(synthetic_root, tmp_pat
     assert "bottle / broken failed" in (tmp_path / "results.md").read_text()
 
 
-class BrokenDetector(models.MeanImage):
-    def _fit(self, images):
-        raise RuntimeError("out of memory")
-
-
 def test_methods_only_run_on_the_kinds_they_apply_to(synthetic_root, tmp_path, monkeypatch):
-    monkeypatch.setitem(benchmark.METHODS, "objects_only", (benchmark.METHODS["mean_image"][0], ("object",)))
+    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))
+
+    class ObjectsOnly(models.MeanImage):
+        benchmark_names = {"objects_only": {}}
+        schedules = base.same_for_kinds(("object",), quick={}, cpu={}, paper={})
+
     results = benchmark.run(synthetic_root, ["bottle", "wood"], ["objects_only"], tmp_path, image_size=32,
                             cache=False, progress=False)
     assert set(results["category"]) == {"bottle"}
@@ -85,7 +91,7 @@ def test_markdown_shows_the_paper_beside_real_data_only(synthetic_root, tmp_path
 
 
 def test_unknown_method_lists_the_known_ones(synthetic_root, tmp_path):
-    with pytest.raises(ValueError, match="unknown methods \\['padimm'\\]; known: mean_image"):
+    with pytest.raises(ValueError, match="unknown methods \\['padimm'\\]; known: .*mean_image"):
         benchmark.run(synthetic_root, ["bottle"], ["padimm"], tmp_path)
 
 
@@ -103,8 +109,7 @@ def test_other_seeds_sizes_and_settings_keep_their_rows(synthetic_root, tmp_path
     seed0 = run(image_size=32)
     seed1 = run(image_size=32, seed=1)
     size48 = run(image_size=48)
-    monkeypatch.setitem(benchmark.METHODS, "mean_image",
-                        (lambda kind, seed, schedule: models.MeanImage(std_floor=0.1, seed=seed), ("object",)))
+    monkeypatch.setattr(models.MeanImage, "schedules", base.same_for_kinds(quick={}, cpu={"std_floor": 0.1}, paper={}))
     floor = run(image_size=32)
     keys = [frame["key"].iloc[0] for frame in (seed0, seed1, size48, floor)]
     assert len(set(keys)) == 4  # the seed, the size and a setting each make another cell
@@ -180,3 +185,22 @@ def test_command_line_checks_its_arguments(synthetic_root, tmp_path, monkeypatch
                     "--device", "cpu", "--no-cache", "--out", str(tmp_path)])
     results = benchmark.read_results(tmp_path / "results.csv")
     assert set(results["category"]) == {"bottle", "carpet", "pill", "wood"} and set(results["device"]) == {"cpu"}
+
+
+def test_run_prepares_each_cell_once_with_the_protocol_its_key_covers(synthetic_root, tmp_path, monkeypatch):
+    built, fingerprinted, measured = [], [], []
+    make_detector, data_fingerprint, load_split = benchmark.make_detector, benchmark.data_fingerprint, data.load_split
+    monkeypatch.setattr(benchmark, "make_detector", lambda *a, **k: built.append(a) or make_detector(*a, **k))
+    monkeypatch.setattr(benchmark, "data_fingerprint", lambda *a: fingerprinted.append(a) or data_fingerprint(*a))
+    monkeypatch.setattr(data, "load_split", lambda *a, **k: measured.append(k["validation_fraction"]) or load_split(*a, **k))
+    benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, cache=False, progress=False)
+    assert len(built) == len(fingerprinted) == 1
+    assert measured == [benchmark.PROTOCOL.validation_fraction]
+    other = benchmark.Protocol(validation_fraction=0.3)
+    cell = benchmark._Cell.prepare(synthetic_root, "bottle", "mean_image", image_size=32, seed=0, schedule="cpu",
+                                   device=None, protocol=other)
+    assert cell.identity["key"] != benchmark._Cell.prepare(synthetic_root, "bottle", "mean_image", image_size=32, seed=0,
+                                                           schedule="cpu", device=None, protocol=benchmark.PROTOCOL
+                                                           ).identity["key"]
+    cell.measure(cache=False, progress=False)
+    assert measured[-1] == 0.3  # the measurement uses the protocol the key was made from

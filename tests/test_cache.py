@@ -114,3 +114,41 @@ def test_fitting_never_imports_the_modules_the_hash_leaves_out():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     left_out = {f"mvtec_tutorial.{name.removesuffix('.py')}" for name in settings.NOT_RUN_BY_FIT}
     assert "mvtec_tutorial.models.mean_image" in loaded and not left_out & set(loaded)
+
+
+def test_a_slow_prediction_is_kept_with_its_fit_and_served_exactly(tmp_path, monkeypatch):
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    make = lambda: models.AnoGAN(work_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=3)
+    first = make()
+    fitted = cache.fit(first, images, directory=tmp_path, progress=False)
+    computed = cache.predict(first, images[:3], fitted=fitted, directory=tmp_path, progress=False)
+    second = make()
+    refitted = cache.fit(second, images, directory=tmp_path, progress=False)
+    monkeypatch.setattr(models.AnoGAN, "predict", lambda *args, **kwargs: pytest.fail("searched again"))
+    served = cache.predict(second, images[:3], fitted=refitted, directory=tmp_path, progress=False)
+    assert (computed.hit, served.hit) == (False, True) and served.seconds == computed.seconds
+    np.testing.assert_array_equal(served.maps, computed.maps)
+    np.testing.assert_array_equal(served.scores, computed.scores)
+    monkeypatch.undo()
+    other = cache.predict(second, images[3:], fitted=refitted, directory=tmp_path, progress=False)
+    assert not other.hit  # other images, another entry
+    assert len(list(tmp_path.glob("AnoGAN-*-predictions-*.pt"))) == 2
+
+
+def test_fast_predictions_are_not_kept(images, tmp_path):
+    detector = models.MeanImage()
+    fitted = cache.fit(detector, images, directory=tmp_path, progress=False)
+    assert not cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False).hit
+    assert not cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False).hit
+    assert sorted(path.name for path in tmp_path.iterdir()) == [cache.MANIFEST_NAME, fitted.path.name]
+
+
+def test_clear_removes_the_kept_predictions_it_wrote(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(models.MeanImage, "cache_predictions", True)
+    detector = models.MeanImage()
+    fitted = cache.fit(detector, images, directory=tmp_path, progress=False)
+    cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("MeanImage-*-predictions-*.pt"))) == 1
+    (tmp_path / "mine.pt").write_bytes(b"the user's")
+    assert cache.clear(tmp_path) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == [cache.MANIFEST_NAME, "mine.pt"]

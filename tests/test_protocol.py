@@ -1,28 +1,39 @@
 """The contract every unsupervised method keeps, run over all of them (as scikit-learn's common tests)."""
+import importlib
+
 import numpy as np
 import pytest
 import sklearn.base
 import torch
 
-from mvtec_tutorial import data, models
+from mvtec_tutorial import benchmark, data, models
+from mvtec_tutorial.models import base
 
-# Tiny settings so each method fits and predicts 8 images of 64 x 64 in a few seconds on a CPU.
-METHODS = {
-    "MeanImage": lambda seed: models.MeanImage(seed=seed),
-    "ConvAutoencoder": lambda seed: models.ConvAutoencoder(loss="l2", work_size=64, epochs=2, n_views=16,
-                                                           batch_size=8, seed=seed),
-    "AnoGAN": lambda seed: models.AnoGAN(work_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5,
-                                         seed=seed),
-    "FAnoGAN": lambda seed: models.FAnoGAN(work_size=16, base_channels=4, epochs=1, batch_size=4, encoder_epochs=1,
-                                           seed=seed),
-    "FeatureDictionary": lambda seed: models.FeatureDictionary(n_clusters=10, n_fit_patches=1000, seed=seed),
+# Tiny settings so each method fits and predicts 8 images of 64 x 64 in a few seconds on a CPU. A
+# method without an entry here runs with its own "quick" schedule (for its first kind).
+TINY = {
+    "ConvAutoencoder": dict(loss="l2", work_size=64, epochs=2, n_views=16, batch_size=8),
+    "AnoGAN": dict(work_size=16, base_channels=4, epochs=1, batch_size=4, search_steps=5),
+    "FAnoGAN": dict(work_size=16, base_channels=4, epochs=1, batch_size=4, encoder_epochs=1),
+    "FeatureDictionary": dict(n_clusters=10, n_fit_patches=1000),
     # Colour patches: the planted magenta square is an ordinary grey in grayscale.
-    "GMMTexture": lambda seed: models.GMMTexture(n_levels=3, n_components=2, n_fit_patches=1000, grayscale=False,
-                                                 seed=seed),
-    "VariationModel": lambda seed: models.VariationModel(seed=seed),
-    "PaDiM": lambda seed: models.PaDiM(n_features=32, layers=("block4", "block10"), seed=seed),
-    "PatchCore": lambda seed: models.PatchCore(coreset_ratio=0.1, seed=seed),
+    "GMMTexture": dict(n_levels=3, n_components=2, n_fit_patches=1000, grayscale=False),
+    "PaDiM": dict(n_features=32, layers=("block4", "block10")),
+    "PatchCore": dict(coreset_ratio=0.1),
 }
+
+
+def contract_methods():
+    """Every method class the benchmark knows (each declares itself), name -> factory(seed)."""
+    classes = {cls.__name__: cls for cls in benchmark.methods().values()}
+
+    def factory(cls):
+        settings = TINY.get(cls.__name__, cls.recommended_settings(cls.kinds()[0], schedule="quick"))
+        return lambda seed: cls(**settings, seed=seed)
+    return {name: factory(cls) for name, cls in classes.items()}
+
+
+METHODS = contract_methods()
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +167,68 @@ def test_fitting_and_predicting_leave_global_random_state_alone(fitted, bottle):
     method.predict(bottle[1][:2])
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+
+
+TOY_METHOD = """
+import numpy as np
+from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
+
+
+class ToyDistance(AnomalyDetector):
+    \"\"\"Distance of each pixel to the mean normal image: the whole method, in one file.\"\"\"
+
+    benchmark_names = {"toy_distance": {}}
+    schedules = same_for_kinds(quick={}, cpu={}, paper={})
+
+    def _fit(self, images):
+        self.mean_ = images.numpy().mean(axis=0)
+
+    def _predict(self, images):
+        return np.abs(images.numpy() - self.mean_).mean(axis=1), None
+"""
+
+
+def test_a_new_method_is_one_file(tmp_path, monkeypatch, bottle):
+    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))  # registered for this test only
+    (tmp_path / "toy_method.py").write_text(TOY_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = importlib.import_module("toy_method")
+    assert benchmark.methods()["toy_distance"] is toy.ToyDistance
+    assert "toy_distance" in _cli_method_choices(monkeypatch)
+    detector = contract_methods()["ToyDistance"](0).fit(bottle[0], progress=False)
+    assert isinstance(detector, toy.ToyDistance)
+    maps, scores = detector.predict(bottle[1])
+    np.testing.assert_array_equal(scores, maps.max(axis=(1, 2)))  # the base class's default image score
+    made = benchmark.make_detector("toy_distance", "bottle", schedule="quick")
+    assert type(made) is toy.ToyDistance
+
+
+def _cli_method_choices(monkeypatch):
+    """The --methods choices the command line offers, read from its parser."""
+    import argparse
+    seen = {}
+    original = argparse.ArgumentParser.add_argument
+
+    def spy(self, *args, **kwargs):
+        if "--methods" in args:
+            seen["choices"] = list(kwargs["choices"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "add_argument", spy)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--help"])
+    return seen["choices"]
+
+
+def test_fit_sets_no_learned_state_before_fit_returns_and_the_run_flag_is_not_state(bottle):
+    seen = {}
+
+    class Watching(models.MeanImage):  # declares no benchmark name: not registered
+        def _fit(self, images):
+            seen["learned during _fit"] = [name for name in vars(self) if name.endswith("_")]
+            super()._fit(images)
+
+    detector = Watching().fit(bottle[0], progress=False)
+    assert seen["learned during _fit"] == []
+    assert sorted(name for name in vars(detector) if name.endswith("_")) == ["image_shape_", "mean_", "std_"]
+    assert "Watching" not in {cls.__name__ for cls in benchmark.methods().values()}

@@ -135,7 +135,7 @@ def test_describe_settings_names_what_differs_from_the_deck():
         "ImageNet, frozen + new head, augmented")
     with pytest.raises(ValueError, match="unknown model 'vgg'; known: convnet_deck"):
         sb.make_classifier("vgg")
-    with pytest.raises(ValueError, match="unknown schedule 'paper'; use one of cpu, quick"):
+    with pytest.raises(ValueError, match="unknown schedule 'paper'; use one of quick, cpu"):
         sb.make_classifier("convnet", schedule="paper")
 
 

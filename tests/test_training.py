@@ -65,46 +65,6 @@ def test_non_finite_loss_is_an_error():
         training.train(nn.Linear(4, 1), regression_problem(), explode, epochs=1, device="cpu", progress=False)
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    path = training.save_checkpoint(tmp_path / "model.pt", model, epochs=3, loss=0.25)
-    fresh = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    assert training.load_checkpoint(path, fresh) == {"epochs": 3, "loss": 0.25}
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-class Small(nn.Module):
-    def __init__(self, width=8):
-        super().__init__()
-        self.layer = nn.Linear(4, width)
-
-
-def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    path = training.save_checkpoint(tmp_path / "model.pt", nn.Linear(4, 1))
-    with pytest.raises(ValueError, match="holds a Linear but the model is a Small"):
-        training.load_checkpoint(path, Small())
-
-
-def test_checkpoint_with_other_settings_names_the_parameters(tmp_path):
-    path = training.save_checkpoint(tmp_path / "model.pt", Small(width=8))
-    with pytest.raises(ValueError, match="mismatched parameters layer.bias, layer.weight"):
-        training.load_checkpoint(path, Small(width=16))
-
-
-def test_bad_checkpoint_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        training.load_checkpoint(tmp_path / "missing.pt", Small())
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pt is damaged or not a PyTorch checkpoint"):
-        training.load_checkpoint(garbage, Small())
-    foreign = tmp_path / "foreign.pt"
-    torch.save(Small().state_dict(), foreign)
-    with pytest.raises(ValueError, match="not written by mvtec_tutorial"):
-        training.load_checkpoint(foreign, Small())
-
-
 # ----------------------------------------------------------------------------- the adversarial step
 class Critic(nn.Module):
     """A discriminator returning (logits, features), as AnoGAN's does."""

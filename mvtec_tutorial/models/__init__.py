@@ -1,13 +1,17 @@
-"""Unsupervised anomaly detection methods, all with ``fit(train_dataset)`` / ``predict(images)``."""
-from mvtec_tutorial.models.anogan import AnoGAN, FAnoGAN
-from mvtec_tutorial.models.autoencoder import ConvAutoencoder
-from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError
-from mvtec_tutorial.models.feature_dictionary import FeatureDictionary
-from mvtec_tutorial.models.gmm_texture import GMMTexture
-from mvtec_tutorial.models.mean_image import MeanImage
-from mvtec_tutorial.models.padim import PaDiM
-from mvtec_tutorial.models.patchcore import PatchCore
-from mvtec_tutorial.models.variation_model import VariationModel
+"""Unsupervised anomaly detection methods, all with ``fit(train_dataset)`` / ``predict(images)``.
 
-__all__ = ["AnomalyDetector", "NotFittedError", "AnoGAN", "ConvAutoencoder", "FAnoGAN", "FeatureDictionary", "GMMTexture", "MeanImage", "PaDiM",
-           "PatchCore", "VariationModel"]
+Every module in this folder is imported here, and every class that declares itself a benchmark
+method (:attr:`~mvtec_tutorial.models.base.AnomalyDetector.benchmark_names`) is exported under
+its own name: a new method is one new file, with nothing to list anywhere else.
+"""
+import importlib
+import pkgutil
+
+from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError, benchmark_methods
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+_EXPORTED = {cls.__name__: cls for cls in benchmark_methods().values() if cls.__module__.startswith(__name__)}
+globals().update(_EXPORTED)
+
+__all__ = ["AnomalyDetector", "NotFittedError", *_EXPORTED]

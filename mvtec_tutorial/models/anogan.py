@@ -31,15 +31,32 @@ from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.anogan_networks import (LATENT_DIM, WORK_SIZE, Discriminator, Encoder, Generator,
                                                    check_work_size, random_crops, residual_losses, seeded,
                                                    train_dcgan)
-from mvtec_tutorial.models.base import AnomalyDetector, as_images
+from mvtec_tutorial.models.base import KINDS, AnomalyDetector, as_images
 
 #: Textures are zoomed to this side and scored as ``work_size`` patches (MVTec AD paper, Sec. 4.1: 512).
 TEXTURE_SIZE = 512
-KINDS = ("object", "texture")
 #: The CPU schedule measured on real bottle (results/README.md): 64-pixel generated images, a
 #: quarter of the paper's 128 x 128 pixels, so training fits the course's budget (12 minutes on
 #: one core for real bottle).
 CPU_SETTINGS = dict(work_size=64, base_channels=32, epochs=300, batch_size=16, max_shift=2, texture_size=256)
+
+
+def schedule_settings(parameter: str, full: int, smoke: int) -> dict[str, dict[str, dict]]:
+    """AnoGAN's and f-AnoGAN's :attr:`~mvtec_tutorial.models.base.AnomalyDetector.schedules`.
+
+    "cpu": :data:`CPU_SETTINGS` (64-pixel images). "paper": the constructor's defaults, which
+    follow the paper (128-pixel images, textures zoomed to 512), meant for a GPU. "quick": a smoke
+    test (16-pixel images, one epoch). Every schedule sets ``kind`` and ``parameter`` (the search
+    steps or encoder epochs: ``full``, ``smoke`` on "quick"), and flips only textures, because a
+    flipped object can be a defect (MVTec AD's metal_nut has a ``flip`` defect type). On the CPU
+    schedule textures keep the paper's geometry at half its side: zoomed to 256 and scored as
+    4 x 4 patches of 64 pixels.
+    """
+    settings = {"quick": dict(CPU_SETTINGS, work_size=16, base_channels=4, epochs=1, texture_size=64),
+                "cpu": CPU_SETTINGS, "paper": {}}
+    return {schedule: {kind: {**values, "kind": kind, "flips": kind == "texture",
+                              parameter: smoke if schedule == "quick" else full} for kind in ("texture", "object")}
+            for schedule, values in settings.items()}
 
 
 def latent_search(generator: Generator, discriminator: Discriminator, images: torch.Tensor, *, steps: int = 300,
@@ -177,7 +194,7 @@ class _GANDetector(AnomalyDetector):
         history = train_dcgan(self.generator_, self.discriminator_, pool, epochs=self.epochs,
                               batch_size=self.batch_size, learning_rate=self.learning_rate, flips=self.flips,
                               seed=self.seed, device=self.device_, sample_every=self.sample_every,
-                              progress=self.progress_)
+                              progress=self._progress)
         self.sample_epochs_ = history.pop("sample_epochs")
         self.sample_grids_ = history.pop("sample_grids")
         self.history_ = history
@@ -186,7 +203,7 @@ class _GANDetector(AnomalyDetector):
     # -------------------------------------------------------------- predicting
     def _slices(self, n: int, desc: str) -> Iterator[slice]:
         starts = range(0, n, self.batch_size)
-        for start in tqdm(starts, desc=desc, disable=not self.progress_ or len(starts) < 2):
+        for start in tqdm(starts, desc=desc, disable=not self._progress or len(starts) < 2):
             yield slice(start, start + self.batch_size)
 
     def _explain(self, patches: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
@@ -220,7 +237,7 @@ class _GANDetector(AnomalyDetector):
             ``G(z*)`` (textures: the reconstructed patches tiled back together), resized to (H, W).
         """
         self._check_fitted()
-        images = as_images(images, progress=self.progress_)
+        images = as_images(images, progress=self._progress)
         patches = self._patches(images)
         reconstructions = torch.empty_like(patches)
         for part, batch_reconstructions, _ in self._explain(patches):
@@ -305,6 +322,10 @@ class AnoGAN(_GANDetector):
     ((2, 32, 32), (2,), (6, 2))
     """
 
+    benchmark_names = {"anogan": {}}
+    cache_predictions = True  # a latent search per test image takes minutes on a CPU
+    schedules = schedule_settings("search_steps", 300, 5)
+
     def __init__(self, *, kind: str = "object", work_size: int = WORK_SIZE, latent_dim: int = LATENT_DIM,
                  base_channels: int = 32, epochs: int = 100, batch_size: int = 32, learning_rate: float = 2e-4,
                  flips: bool = False, max_shift: int = 4, texture_size: int = TEXTURE_SIZE,
@@ -336,7 +357,7 @@ class AnoGAN(_GANDetector):
             batch_codes, trace = latent_search(self.generator_, self.discriminator_, patches[part].to(self.device_),
                                                steps=self.search_steps, learning_rate=self.search_learning_rate,
                                                feature_weight=self.feature_weight, generator_rng=rng,
-                                               progress=self.progress_)
+                                               progress=self._progress)
             codes.append(batch_codes)
             traces.append(trace)
         return torch.cat(codes), torch.cat(traces, dim=1)
@@ -355,7 +376,7 @@ class AnoGAN(_GANDetector):
             :meth:`predict` (a texture's score is the largest of its patches' last values).
         """
         self._check_fitted()
-        return self._search(self._patches(as_images(images, progress=self.progress_)))[1].numpy()
+        return self._search(self._patches(as_images(images, progress=self._progress)))[1].numpy()
 
     def _score(self, patches: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return residual_losses(self.discriminator_, patches, reconstructions, residual_weight=1 - self.feature_weight,
@@ -403,6 +424,9 @@ class FAnoGAN(_GANDetector):
     >>> maps.shape, scores.shape
     ((2, 32, 32), (2,))
     """
+
+    benchmark_names = {"f_anogan": {}}
+    schedules = schedule_settings("encoder_epochs", 100, 1)
 
     def __init__(self, *, kind: str = "object", work_size: int = WORK_SIZE, latent_dim: int = LATENT_DIM,
                  base_channels: int = 32, epochs: int = 100, batch_size: int = 32, learning_rate: float = 2e-4,
@@ -452,7 +476,7 @@ class FAnoGAN(_GANDetector):
                             generator=torch.Generator().manual_seed(self.seed))
         self.encoder_history_ = training.train(self.encoder_, loader, izi_f_loss, epochs=self.encoder_epochs,
                                                learning_rate=self.encoder_learning_rate, seed=self.seed,
-                                               device=self.device_, desc="f-AnoGAN encoder", progress=self.progress_)
+                                               device=self.device_, desc="f-AnoGAN encoder", progress=self._progress)
 
     def _encode_all(self, patches: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -462,45 +486,3 @@ class FAnoGAN(_GANDetector):
     def _score(self, patches: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return residual_losses(self.discriminator_, patches, reconstructions, residual_weight=1.0,
                                feature_weight=self.kappa, power=2)
-
-
-def recommended_settings(kind: str, *, method: str = "anogan", schedule: str = "cpu") -> dict:
-    """Keyword arguments of :class:`AnoGAN` (``method="anogan"``) or :class:`FAnoGAN` (``"f_anogan"``)
-    the course uses for a category ``kind``.
-
-    Parameters
-    ----------
-    kind : {"object", "texture"}
-        :attr:`mvtec_tutorial.data.CategoryInfo.kind`.
-    method : {"anogan", "f_anogan"}, default="anogan", keyword-only
-    schedule : {"cpu", "paper", "quick"}, default="cpu", keyword-only
-        "cpu": :data:`CPU_SETTINGS` (64-pixel images). "paper": the constructor's defaults, which
-        follow the paper (128-pixel images, textures zoomed to 512), meant for a GPU. "quick": a
-        smoke test (16-pixel images, one epoch, five search steps).
-
-    Returns
-    -------
-    dict
-        The schedule's settings with ``kind``, 300 search steps (AnoGAN) or 100 encoder epochs
-        (f-AnoGAN). Flips only for textures, because a flipped object can be a defect (MVTec AD's
-        metal_nut has a ``flip`` defect type). On the CPU schedule textures keep the paper's
-        geometry at half its side: zoomed to 256 and scored as 4 x 4 patches of 64 pixels.
-
-    Examples
-    --------
-    >>> recommended_settings("texture", method="f_anogan")["encoder_epochs"]
-    100
-    """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; use one of {KINDS} (see data.category_info)")
-    steps = {"anogan": ("search_steps", 300, 5), "f_anogan": ("encoder_epochs", 100, 1)}
-    if method not in steps:
-        raise ValueError(f"unknown method {method!r}; use one of {tuple(steps)}")
-    schedules = {"cpu": CPU_SETTINGS, "paper": {},
-                 "quick": dict(work_size=16, base_channels=4, epochs=1, texture_size=64)}
-    if schedule not in schedules:
-        raise ValueError(f"unknown schedule {schedule!r}; use one of {tuple(schedules)}")
-    name, full, smoke = steps[method]
-    quick = schedule == "quick"
-    return {**(CPU_SETTINGS if quick else {}), **schedules[schedule], "kind": kind, "flips": kind == "texture",
-            name: smoke if quick else full}

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from mvtec_tutorial.backbones import FeatureExtractor
 from mvtec_tutorial import settings
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import AnomalyDetector, as_images
+from mvtec_tutorial.models.base import AnomalyDetector, as_images, same_for_kinds
 
 #: Image side the MVTec AD paper fed this method (Bergmann et al. 2019, Sec. 4.1): objects at
 #: 256 x 256, textures zoomed to 512 x 512. Pass it as ``image_size`` when loading the data.
@@ -234,6 +234,10 @@ class FeatureDictionary(AnomalyDetector):
     ((2, 64, 64), True)
     """
 
+    benchmark_names = {"feature_dictionary": {}}
+    schedules = same_for_kinds(quick={"n_fit_patches": 2000}, cpu={"n_fit_patches": 20000},
+                               paper={"n_fit_patches": 20000})
+
     def __init__(self, *, backbone: str = "efficientnet_lite0", layer: str | None = None, patch_size: int = 16,
                  stride: int = 4, zoom: float = 1.0, formulation: str = "dense", n_components: float | int = 0.95,
                  n_clusters: int = 10, n_neighbors: int = 1, n_fit_patches: int = 20000, batch_size: int = 8,
@@ -256,7 +260,7 @@ class FeatureDictionary(AnomalyDetector):
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         return patch_features(images, self.extractor_, patch_size=self.patch_size, stride=self.stride,
                               zoom=self.zoom, formulation=self.formulation, batch_size=self.batch_size,
-                              progress=self.progress_)
+                              progress=self._progress)
 
     def _fit(self, images: torch.Tensor) -> None:
         if self.formulation not in FORMULATIONS:
@@ -281,7 +285,7 @@ class FeatureDictionary(AnomalyDetector):
         image_index, position = np.divmod(chosen, rows * cols)
         features = []
         for start in tqdm(range(0, len(images), self.batch_size), desc="dictionary: training features",
-                          disable=not self.progress_):
+                          disable=not self._progress):
             in_batch = (image_index >= start) & (image_index < start + self.batch_size)
             batch = self._features(images[start:start + self.batch_size]).flatten(2)  # (B, C, rows * cols)
             features.append(batch[image_index[in_batch] - start, :, position[in_batch]].numpy())
@@ -322,9 +326,5 @@ class FeatureDictionary(AnomalyDetector):
             reduced = self.pca_.transform(flat)
         return self._distances(reduced).reshape(n, rows, cols)
 
-    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if tuple(images.shape[-2:]) != self.image_shape_:
-            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model was fitted on "
-                             f"{self.image_shape_}; load test images at the training image_size")
-        maps = patch_map(self.score_patches(images), patch_size=self.patch_size, stride=self.stride)
-        return maps, maps.reshape(len(maps), -1).max(axis=1)
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, None]:
+        return patch_map(self.score_patches(images), patch_size=self.patch_size, stride=self.stride), None

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mvtec_tutorial import settings
 from mvtec_tutorial.data import to_grayscale
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import AnomalyDetector, as_images
+from mvtec_tutorial.models.base import AnomalyDetector, as_images, same_for_kinds
 
 #: Added to every covariance diagonal: a variance of 1e-4 is a standard deviation of 0.01, about
 #: 2.5 gray levels of 255, the order of sensor noise. Without it, smooth coarse pyramid levels give
@@ -164,6 +164,10 @@ class GMMTexture(AnomalyDetector):
     ((2, 32, 32), True)
     """
 
+    benchmark_names = {"gmm_texture": {}}
+    schedules = same_for_kinds(("texture",), quick={"n_fit_patches": 2000}, cpu={"n_fit_patches": 10000},
+                               paper={"n_fit_patches": 10000})  # a texture model: objects are not stationary
+
     def __init__(self, *, n_levels: int = 4, patch_size: int = 7, n_components: int = 5,
                  n_fit_patches: int = 10000, grayscale: bool = True, seed: int = 0,
                  device: str | torch.device | None = None) -> None:
@@ -191,7 +195,7 @@ class GMMTexture(AnomalyDetector):
         rng = np.random.default_rng(self.seed)
         pyramids = self._pyramids(images)
         self.mixtures_, nll_mean, nll_std = [], [], []
-        for level in tqdm(range(self.n_levels), desc="GMM per pyramid level", disable=not self.progress_):
+        for level in tqdm(range(self.n_levels), desc="GMM per pyramid level", disable=not self._progress):
             patches = draw_patch_vectors([p[level] for p in pyramids], self.patch_size, self.n_fit_patches, rng)
             with threadpool_limits(settings.BLAS_THREADS):
                 mixture, nll = self._fit_level(patches, rng)
@@ -233,7 +237,7 @@ class GMMTexture(AnomalyDetector):
         images = as_images(images)
         size = tuple(images.shape[-2:])
         maps = []
-        for image_pyramid in tqdm(self._pyramids(images), desc="GMM likelihoods", disable=not self.progress_,
+        for image_pyramid in tqdm(self._pyramids(images), desc="GMM likelihoods", disable=not self._progress,
                                   leave=False):
             levels = []
             for level, mixture in enumerate(self.mixtures_):
@@ -245,6 +249,5 @@ class GMMTexture(AnomalyDetector):
             maps.append(torch.stack(levels))
         return torch.stack(maps).numpy()
 
-    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        maps = self.level_maps(images).max(axis=1)
-        return maps, maps.reshape(len(maps), -1).max(axis=1)
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, None]:
+        return self.level_maps(images).max(axis=1), None

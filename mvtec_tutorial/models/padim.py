@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from mvtec_tutorial.backbones import (SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate,
-                                      check_top_k_fraction, local_average, scores_from_maps, to_anomaly_maps)
+                                      local_average, to_anomaly_maps)
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import AnomalyDetector
+from mvtec_tutorial.metrics import check_top_k_fraction
+from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 
 #: PaDiM's layers: the first three stages (strides 4, 8, 16) of ResNet-18 (Defard et al., Sec. 4.1),
 #: and the Lite0 blocks that end the stages of the same strides. Kept by the selection study
@@ -135,7 +136,7 @@ class PaDiM(AnomalyDetector):
         ``p``: each layer's features are averaged over their p x p neighbourhood
         (:func:`mvtec_tutorial.backbones.local_average`) before upsampling; odd; 1 disables it.
     top_k_fraction : float in (0, 1] or None, default=0.05
-        Image score (:func:`mvtec_tutorial.backbones.scores_from_maps`): None the map's maximum
+        Image score (:func:`mvtec_tutorial.metrics.image_scores`): None the map's maximum
         (the paper's), f the mean of its top f pixels (the selection study's choice, :data:`TOP_K_FRACTION`).
     regularization : float, default=0.01
         ``epsilon`` in ``covariance + epsilon * I``.
@@ -180,6 +181,9 @@ class PaDiM(AnomalyDetector):
     >>> maps.shape, scores.shape
     ((2, 64, 64), (2,))
     """
+
+    benchmark_names = {"padim": {}}
+    schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", layers: Iterable[str] | None = None,
                  n_features: int = N_FEATURES, neighborhood_size: int = NEIGHBORHOOD_SIZE,
@@ -229,7 +233,7 @@ class PaDiM(AnomalyDetector):
         Channels are chosen per layer before averaging and upsampling: the same result as choosing
         them from the upsampled concatenation (both act per channel), with less memory.
         """
-        features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self.progress_)
+        features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self._progress)
         kept, offset = [], 0
         for layer in self.extractor_.layers:
             n_channels = self.extractor_.channels[layer]
@@ -239,14 +243,8 @@ class PaDiM(AnomalyDetector):
             offset += n_channels
         return align_and_concatenate(kept)
 
-    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, None]:
         with torch.inference_mode():
-            embeddings = self._embed(images)
-            if tuple(embeddings.shape[-2:]) != self.grid_size_:
-                raise ValueError(f"images of size {tuple(images.shape[-2:])} give a {tuple(embeddings.shape[-2:])} "
-                                 f"feature grid, but the model was fitted on a {self.grid_size_} grid "
-                                 f"(images of size {self.image_shape_}); load test images at the training image_size")
-            distances = mahalanobis(embeddings.flatten(2), self.mean_, self.inv_covariance_)
-        maps = to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
-                               sigma=self.smoothing_sigma)
-        return maps, scores_from_maps(maps, self.top_k_fraction)
+            distances = mahalanobis(self._embed(images).flatten(2), self.mean_, self.inv_covariance_)
+        return to_anomaly_maps(distances.reshape(len(images), *self.grid_size_), images.shape[-2:],
+                               sigma=self.smoothing_sigma), None

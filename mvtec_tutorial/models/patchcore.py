@@ -15,9 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mvtec_tutorial.backbones import (DEFAULT_LAYERS, SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate,
-                                      check_top_k_fraction, local_average, scores_from_maps, to_anomaly_maps)
+                                      local_average, to_anomaly_maps)
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import AnomalyDetector
+from mvtec_tutorial.metrics import check_top_k_fraction
+from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 
 #: Fraction of the memory bank kept by the coreset. The paper reports 25%, 10% and 1%
 #: (Roth et al., Table 1). The selection study (results/selection_study: 6 categories x 3 seeds;
@@ -221,7 +222,7 @@ class PatchCore(AnomalyDetector):
         ``p``: each feature is averaged over its p x p neighbourhood (odd; 1 disables it).
     top_k_fraction : float in (0, 1] or None, default=0.05
         Image score: the mean of the top f pixels of the anomaly map
-        (:func:`mvtec_tutorial.backbones.scores_from_maps`; the selection study's choice,
+        (:func:`mvtec_tutorial.metrics.image_scores`; the selection study's choice,
         :data:`TOP_K_FRACTION`); None scores by the largest patch distance, as the paper does,
         reweighted by ``n_reweight_neighbors``.
     n_reweight_neighbors : int or None, default=9
@@ -267,6 +268,9 @@ class PatchCore(AnomalyDetector):
     >>> maps.shape, bool(scores[1] > scores[0])
     ((2, 64, 64), True)
     """
+
+    benchmark_names = {"patchcore": {}}
+    schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", layers: Iterable[str] | None = None,
                  coreset_ratio: float = CORESET_RATIO, coreset_method: str = CORESET_METHOD,
@@ -323,24 +327,20 @@ class PatchCore(AnomalyDetector):
                                  "reweighting needs at least 2; raise coreset_ratio or pass n_reweight_neighbors=None")
             if self.coreset_method == "greedy":
                 chosen = greedy_coreset(bank, n_select, projection_dim=self.projection_dim, seed=self.seed,
-                                        progress=self.progress_)
+                                        progress=self._progress)
             else:
                 chosen = torch.randperm(len(bank), generator=torch.Generator().manual_seed(self.seed))[:n_select]
             self.memory_bank_ = bank[chosen.to(bank.device)]  # a copy: the full bank is freed on return
 
     def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware patch features (N, D, h, w) on ``device_`` (Sec. 3.1, eq. 2)."""
-        features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self.progress_)
+        features = self.extractor_.extract(images, batch_size=self.batch_size, progress=self._progress)
         return align_and_concatenate([local_average(features[layer].to(self.device_), self.neighborhood_size)
                                       for layer in self.extractor_.layers])
 
-    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
             patches = self._patch_features(images)
-            if tuple(patches.shape[-2:]) != self.grid_size_:
-                raise ValueError(f"images of size {tuple(images.shape[-2:])} give a {tuple(patches.shape[-2:])} "
-                                 f"feature grid, but the model was fitted on a {self.grid_size_} grid "
-                                 f"(images of size {self.image_shape_}); load test images at the training image_size")
             queries = patches.permute(0, 2, 3, 1).reshape(len(images), -1, patches.shape[1])  # (N, P, D)
             distances, nearest = nearest_neighbors(queries.reshape(-1, queries.shape[-1]), self.memory_bank_,
                                                    chunk_size=self.chunk_size)
@@ -348,7 +348,7 @@ class PatchCore(AnomalyDetector):
             maps = to_anomaly_maps(patch_scores.reshape(len(images), *self.grid_size_), images.shape[-2:],
                                    sigma=self.smoothing_sigma)
             if self.top_k_fraction is not None:
-                return maps, scores_from_maps(maps, self.top_k_fraction)
+                return maps, None  # the base class's top-k mean of the maps
             if self.n_reweight_neighbors is None:
                 scores = patch_scores.max(dim=1).values
             else:

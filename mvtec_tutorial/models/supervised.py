@@ -9,10 +9,11 @@ have: :func:`mvtec_tutorial.data.labelled_split` builds a labelled set, and
 
 These models are not :class:`~mvtec_tutorial.models.base.AnomalyDetector` subclasses: they learn from
 labels, ``SupervisedClassifier(...).fit(images, labels)``, and return class probabilities, not maps.
+They are its siblings on :class:`~mvtec_tutorial.models.base.Estimator`: the same device handling,
+fitted check, ``save`` / ``load`` file format and fit cache (:func:`mvtec_tutorial.cache.fit`).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,8 +27,7 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial import backbones, training
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import NotFittedError, as_images
-from mvtec_tutorial.settings import get_device
+from mvtec_tutorial.models.base import Estimator, as_images
 
 ARCHITECTURES = ("convnet", "resnet18", "vgg16", "efficientnet_lite0")
 OPTIMIZERS = ("adam", "sgd")
@@ -146,7 +146,7 @@ class _LabelledImages(Dataset):
         return (image if self.transform is None else self.transform(image)), self.labels[index]
 
 
-class SupervisedClassifier:
+class SupervisedClassifier(Estimator):
     r"""Good (0) vs defective (1) image classifier trained with (class-weighted) cross-entropy.
 
     Parameters
@@ -172,9 +172,10 @@ class SupervisedClassifier:
     class_weight : {"balanced", None}, default="balanced"
         "balanced" weights each class's loss by ``n / (2 n_class)`` as scikit-learn does, so
         calling every image good is not the cheapest answer when good images dominate.
-    augmentation : callable, optional
+    augmentation : callable or "default", optional
         Applied on the fly to every training image, ``augmentation(image) -> image`` on float
-        (3, H, W) in [0, 1], e.g. :func:`default_augmentation`. It draws from torch's generator,
+        (3, H, W) in [0, 1]; "default" is :func:`default_augmentation` (and, unlike a callable,
+        lets the fitted classifier be saved and cached). It draws from torch's generator,
         which :func:`mvtec_tutorial.training.train` seeds with ``seed`` inside a forked RNG state.
     seed : int, default=0
         Fixes the new layers' initial weights, batch order and augmentations.
@@ -186,7 +187,7 @@ class SupervisedClassifier:
     network_ : torch.nn.Module
         The trained network, in eval mode on ``device_``.
     history_ : dict
-        ``"loss"``: mean training loss per epoch.
+        ``"loss"``: mean training loss per epoch; set last, it marks the classifier fitted.
     mean_, std_ : torch.Tensor of shape (1, 3, 1, 1)
         The input normalisation the network expects (ImageNet statistics for the ImageNet networks).
 
@@ -215,7 +216,7 @@ class SupervisedClassifier:
                  work_size: int = DEFAULT_WORK_SIZE, epochs: int = 10, batch_size: int = 16,
                  optimizer: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.0,
                  class_weight: str | None = "balanced",
-                 augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
+                 augmentation: Callable[[torch.Tensor], torch.Tensor] | str | None = None, seed: int = 0,
                  device: str | torch.device | None = None) -> None:
         self.architecture = architecture
         self.pretrained = pretrained
@@ -231,10 +232,7 @@ class SupervisedClassifier:
         self.seed = seed
         self.device = device
 
-    @property
-    def device_(self) -> torch.device:
-        """The resolved :class:`torch.device` the network runs on."""
-        return get_device(self.device)
+    _FITTED_BY = "history_"
 
     def _build(self, *, load_weights: bool) -> None:
         """Create ``network_`` (seeded new layers) and the normalisation its inputs get."""
@@ -299,8 +297,23 @@ class SupervisedClassifier:
                                                                   "pass e.g. seed=0")
         check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
         check_scalar(self.momentum, "momentum", low=0, high=1, high_open=True)
+        if self.augmentation is not None and self.augmentation != "default" and not callable(self.augmentation):
+            raise ValueError(f"augmentation must be a callable, 'default' or None, got {self.augmentation!r}")
+        self._forget()
+        self._progress = progress
+        try:
+            self._train(images, labels)
+        except BaseException:
+            self._forget()
+            raise
+        return self
+
+    def _build_for_load(self) -> None:
+        """The untrained network a saved classifier's weights are loaded into (no ImageNet download)."""
+        self._build(load_weights=False)
+
+    def _train(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self._build(load_weights=True)
-        self.progress_ = progress
         counts = torch.bincount(labels, minlength=2).float()
         weights = (len(labels) / (2 * counts)).to(self.device_) if self.class_weight else None
         inputs, trained = self._resize(images), self.network_
@@ -308,7 +321,8 @@ class SupervisedClassifier:
             # A frozen backbone maps an image to the same features in every epoch: compute them
             # once and train the head alone on them (same result, a fraction of the time).
             inputs, trained = self._pooled_features(inputs), self.network_.fc
-        loader = DataLoader(_LabelledImages(inputs, labels, self.augmentation), batch_size=self.batch_size,
+        augmentation = default_augmentation() if self.augmentation == "default" else self.augmentation
+        loader = DataLoader(_LabelledImages(inputs, labels, augmentation), batch_size=self.batch_size,
                             shuffle=True, generator=torch.Generator().manual_seed(self.seed))
 
         def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -322,9 +336,9 @@ class SupervisedClassifier:
         trainable = [p for p in trained.parameters() if p.requires_grad]
         optimizer = (torch.optim.Adam(trainable, lr=self.learning_rate) if self.optimizer == "adam"
                      else torch.optim.SGD(trainable, lr=self.learning_rate, momentum=self.momentum))
-        self.history_ = training.train(trained, loader, loss_fn, epochs=self.epochs, optimizer=optimizer,
-                                       seed=self.seed, device=self.device_, desc=f"training {self.architecture}",
-                                       progress=progress)
+        history = training.train(trained, loader, loss_fn, epochs=self.epochs, optimizer=optimizer,
+                                 seed=self.seed, device=self.device_, desc=f"training {self.architecture}",
+                                 progress=self._progress)
         if not self.freeze_backbone:
             # Trained from few images, the weights move fast and batch norm's running averages lag
             # behind them; eval mode would then normalise with stale statistics (all logits shifted,
@@ -332,7 +346,7 @@ class SupervisedClassifier:
             torch.optim.swa_utils.update_bn(
                 (self._normalize(batch.to(self.device_)) for batch in inputs.split(self.batch_size)), self.network_)
         self.network_.eval()
-        return self
+        self.history_ = history
 
     def _pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """What the network's ``fc`` reads, (N, C) on CPU, for images already at ``work_size``."""
@@ -347,7 +361,7 @@ class SupervisedClassifier:
         self.network_.eval()
         with torch.inference_mode():
             for batch in tqdm(images.split(self.batch_size), desc=desc, leave=False,
-                              disable=not getattr(self, "progress_", False)):
+                              disable=not self._progress):
                 outputs.append(self._logits(self.network_, self._resize(batch.to(self.device_))).float().cpu())
         return torch.cat(outputs)
 
@@ -364,36 +378,10 @@ class SupervisedClassifier:
             Column 0: P(good), column 1: P(defective); rows sum to 1. Column 1 serves as an
             image anomaly score (higher = more likely defective), e.g. for an image ROC AUC.
         """
-        if not hasattr(self, "network_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        self._check_fitted()
         logits = self._forward_in_batches(as_images(images), desc="classifying")
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, images: Any) -> np.ndarray:
         """Predicted labels (N,) int64, 1 = defective: the more probable class."""
         return self.predict_proba(images).argmax(axis=1)
-
-    def save(self, path: str | Path) -> Path:
-        """Save the trained weights with :func:`mvtec_tutorial.training.save_checkpoint`."""
-        if not hasattr(self, "network_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
-        return training.save_checkpoint(path, self.network_, work_size=self.work_size,
-                                        history=getattr(self, "history_", {}))
-
-    def load(self, path: str | Path) -> "SupervisedClassifier":
-        """Load weights saved by :meth:`save` into this classifier's architecture and return ``self``.
-
-        Raises
-        ------
-        ValueError
-            If the checkpoint holds another architecture or does not fit (e.g. another work_size).
-        """
-        self._build(load_weights=False)  # the checkpoint replaces every weight
-        metadata = training.load_checkpoint(path, self.network_)
-        self.network_.to(self.device_).eval()
-        self.history_ = metadata.get("history", {})
-        return self
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({params})"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from mvtec_tutorial import settings
 from mvtec_tutorial.data import to_grayscale
 from mvtec_tutorial.checks import check_scalar
-from mvtec_tutorial.models.base import AnomalyDetector
+from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 from mvtec_tutorial.models.mean_image import MeanImage
 
 
@@ -158,6 +158,9 @@ class VariationModel(AnomalyDetector):
     ((2, 32, 32), True)
     """
 
+    benchmark_names = {"variation_model": {}}
+    schedules = same_for_kinds(("object",), quick={}, cpu={}, paper={})  # needs aligned objects
+
     def __init__(self, *, align: bool = True, upsample_factor: int = 10, std_floor: float = 0.02,
                  smoothing_sigma: float = 2.0, seed: int = 0, device: str | torch.device | None = None) -> None:
         super().__init__(seed=seed, device=device)
@@ -169,11 +172,14 @@ class VariationModel(AnomalyDetector):
     def aligned_gray(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gray images aligned to :attr:`reference_`, and the shifts applied, shapes (N, H, W) and (N, 2)."""
         self._check_fitted()
+        return self._aligned_gray(images)
+
+    def _aligned_gray(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gray = to_grayscale(torch.as_tensor(images, dtype=torch.float32))[:, 0].numpy()
         if not self.align:
             return gray, np.zeros((len(gray), 2), dtype=np.float32)
         return align_translation(gray, self.reference_, upsample_factor=self.upsample_factor,
-                                 progress=self.progress_)
+                                 progress=self._progress)
 
     def _fit(self, images: torch.Tensor) -> None:
         check_scalar(self.upsample_factor, "upsample_factor", low=1, integer=True,
@@ -186,16 +192,16 @@ class VariationModel(AnomalyDetector):
         self.reference_ = gray[0]
         if self.align:
             self.reference_ = align_translation(gray, gray[0], upsample_factor=self.upsample_factor)[0].mean(axis=0)
-        aligned, self.fit_shifts_ = self.aligned_gray(images)
+        aligned, self.fit_shifts_ = self._aligned_gray(images)
         self.statistics_ = statistics
         self.statistics_.fit(_three_channels(aligned), progress=False)
         self.mean_, self.std_ = self.statistics_.mean_[0], self.statistics_.std_[0]
 
     def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        aligned, shifts = self.aligned_gray(images)
+        aligned, shifts = self._aligned_gray(images)
         # Pixels shifted in from outside the image are unknown, not defective: give them the mean.
         aligned = np.where(covered(aligned.shape[1:], shifts), aligned, self.mean_)
-        return self.statistics_.predict(_three_channels(aligned))
+        return self.statistics_.predict(_three_channels(aligned), progress=False)
 
     def tolerance_band(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest accepted gray value per pixel when the map is thresholded at ``threshold``.

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from mvtec_tutorial import benchmark, data, metrics, settings, synthetic
-from mvtec_tutorial.backbones import FeatureExtractor, scores_from_maps
+from mvtec_tutorial.backbones import FeatureExtractor
 
 SEEDS = (0, 1, 2)
 IMAGE_SIZE = 256
@@ -122,7 +122,7 @@ def measure(root: Path, category: str, seed: int, method: str, config: str, spli
                seed=seed, method=method, config=config, **{m: evaluation.metrics[m] for m in METRICS},
                wall_seconds=time.perf_counter() - start)
     if method == "padim":
-        row["image_auroc_top1pct"] = metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, TOP_K_FRACTION))
+        row["image_auroc_top1pct"] = metrics.image_auroc(split.labels, metrics.image_scores(evaluation.maps, TOP_K_FRACTION))
     return row
 
 
@@ -182,7 +182,7 @@ def run_image_scores(root: Path | None, out: Path, which: str = "all", seeds: tu
                                                cache=False, progress=False)
         row = dict(data="synthetic" if benchmark.is_synthetic(data_root, category) else "real", category=category,
                    seed=seed, method=method, detector_score=evaluation.metrics["image_auroc"],
-                   **{name: metrics.image_auroc(split.labels, scores_from_maps(evaluation.maps, fraction))
+                   **{name: metrics.image_auroc(split.labels, metrics.image_scores(evaluation.maps, fraction))
                       for name, fraction in IMAGE_SCORES.items()})
         append(out, row, f"{method:9s}", ["detector_score", *IMAGE_SCORES])
 

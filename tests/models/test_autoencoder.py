@@ -204,8 +204,10 @@ def test_work_size_returns_maps_at_input_size(bottle_images):
 
 def test_whole_image_model_refuses_another_size(bottle_images):
     model = tiny().fit(bottle_images, progress=False)
-    with pytest.raises(ValueError, match="the network works on 64 x 64 px but got \\(32, 32\\)"):
+    with pytest.raises(ValueError, match="fitted on \\(64, 64\\) px images; load test images at the training"):
         model.predict(bottle_images[:1, :, :32, :32])
+    with pytest.raises(ValueError, match="the network works on 64 x 64 px but got \\(32, 32\\)"):
+        model.reconstruct(bottle_images[:1, :, :32, :32])
 
 
 def test_predict_and_reconstruct_need_fit(bottle_images):
@@ -228,13 +230,14 @@ def test_bad_settings_raise(bottle_images, settings, message):
 
 
 def test_recommended_settings_follow_the_paper_per_kind():
-    texture, obj = autoencoder.recommended_settings("texture"), autoencoder.recommended_settings("object")
+    texture, obj = ConvAutoencoder.recommended_settings("texture"), ConvAutoencoder.recommended_settings("object")
     assert (texture["patch_size"], texture["stride"]) == (128, 30) and "work_size" not in texture
     assert obj["work_size"] == 128 and "patch_size" not in obj
     assert obj["n_views"] * obj["epochs"] == 30_000
-    assert autoencoder.recommended_settings("object", schedule="quick")["epochs"] == 1
+    assert ConvAutoencoder.recommended_settings("object", schedule="quick")["epochs"] == 1
+    assert ConvAutoencoder.recommended_settings("object", schedule="paper")["work_size"] == 256
     with pytest.raises(ValueError, match="unknown kind 'textile'"):
-        autoencoder.recommended_settings("textile")
+        ConvAutoencoder.recommended_settings("textile")
 
 
 # ----------------------------------------------------------------------------- the deck's normalisation

@@ -8,7 +8,7 @@ from scipy.spatial.distance import cdist
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from mvtec_tutorial.backbones import scores_from_maps
+from mvtec_tutorial.metrics import image_scores
 from mvtec_tutorial.models.base import NotFittedError
 from mvtec_tutorial.models.patchcore import PatchCore, greedy_coreset, nearest_neighbors, reweighted_image_scores
 
@@ -152,7 +152,7 @@ def test_planted_defect_scores_highest_and_is_localised(fitted, data):
 
 def test_image_score_is_the_top_of_the_map_or_the_papers_patch_score(fitted, data):
     maps, scores = fitted.predict(data[1])
-    np.testing.assert_allclose(scores, scores_from_maps(maps, 0.05))  # the default, top 5 % of the map
+    np.testing.assert_allclose(scores, image_scores(maps, 0.05))  # the default, top 5 % of the map
     paper = clone(fitted).set_params(top_k_fraction=None).fit(data[0], progress=False)
     paper_maps, paper_scores = paper.predict(data[1])
     np.testing.assert_array_equal(paper_maps, maps)  # only the image score changes

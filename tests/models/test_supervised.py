@@ -4,7 +4,7 @@ import torch
 
 from mvtec_tutorial import backbones
 from mvtec_tutorial.models import supervised
-from mvtec_tutorial.models.base import NotFittedError
+from mvtec_tutorial.models.base import AnomalyDetector, NotFittedError
 from mvtec_tutorial.models.supervised import ConvNet, SupervisedClassifier
 
 SMALL = 32  # px; enough for ResNet-18 and Lite0, far below the ConvNet's minimum
@@ -183,21 +183,54 @@ def test_fit_and_predict_errors():
         SupervisedClassifier(**TINY_RESNET, optimizer="rmsprop").fit(images, labels, progress=False)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def test_checkpoint_round_trip(tmp_path):
+# ----------------------------------------------------------------------------- saving (the detectors' format)
+def test_saved_classifier_round_trip(tmp_path):
     images, labels = separable_batch()
-    model = SupervisedClassifier(**TINY_RESNET, epochs=2).fit(images, labels, progress=False)
-    path = model.save(tmp_path / "resnet18.pt")
-    restored = SupervisedClassifier(**TINY_RESNET, seed=1).load(path)
+    model = SupervisedClassifier(**TINY_RESNET, epochs=2, augmentation="default").fit(images, labels, progress=False)
+    path = model.save(tmp_path / "resnet18.pt", note="kept")
+    restored = SupervisedClassifier.load(path)
+    assert restored.get_params() == model.get_params() and restored.metadata_ == {"note": "kept"}
     np.testing.assert_array_equal(restored.predict_proba(images), model.predict_proba(images))
     assert restored.history_["loss"] == pytest.approx(model.history_["loss"])
+    with pytest.raises(ValueError, match="holds a SupervisedClassifier, not a AnomalyDetector"):
+        AnomalyDetector.load(path)
 
 
-def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+def test_classifier_before_fit_and_with_its_own_augmentation(tmp_path):
     images, labels = separable_batch()
-    path = SupervisedClassifier(**TINY_RESNET, epochs=1).fit(images, labels, progress=False).save(
-        tmp_path / "resnet18.pt")
-    with pytest.raises(ValueError, match="holds a ResNet but the model is a ConvNet"):
-        SupervisedClassifier(architecture="convnet", device="cpu").load(path)
-    with pytest.raises(ValueError, match="holds a ResNet but the model is a EfficientNetLite0"):
-        SupervisedClassifier(architecture="efficientnet_lite0", pretrained=True, device="cpu").load(path)
+    with pytest.raises(NotFittedError, match="call fit first"):
+        SupervisedClassifier(**TINY_RESNET).save(tmp_path / "never.pt")
+    own = SupervisedClassifier(**TINY_RESNET, epochs=1, augmentation=lambda image: image).fit(images, labels,
+                                                                                             progress=False)
+    with pytest.raises(TypeError, match="cannot save SupervisedClassifier parameters\\['augmentation'\\]"):
+        own.save(tmp_path / "own.pt")
+    with pytest.raises(ValueError, match="augmentation must be a callable, 'default' or None, got 'flips'"):
+        SupervisedClassifier(**TINY_RESNET, augmentation="flips").fit(images, labels, progress=False)
+
+
+def test_bad_saved_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SupervisedClassifier.load(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pt is damaged or not a saved estimator"):
+        SupervisedClassifier.load(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save(torch.nn.Linear(2, 1).state_dict(), foreign)
+    with pytest.raises(ValueError, match="not written by the package's save"):
+        SupervisedClassifier.load(foreign)
+
+
+def test_fits_through_the_cache_like_the_detectors(tmp_path):
+    from mvtec_tutorial import cache
+
+    images, labels = separable_batch()
+    first = SupervisedClassifier(**TINY_RESNET, epochs=1)
+    computed = cache.fit(first, images, labels, directory=tmp_path, progress=False)
+    second = SupervisedClassifier(**TINY_RESNET, epochs=1)
+    loaded = cache.fit(second, images, labels, directory=tmp_path, progress=False)
+    assert (computed.hit, loaded.hit) == (False, True) and loaded.fit_seconds == computed.fit_seconds
+    np.testing.assert_array_equal(second.predict_proba(images), first.predict_proba(images))
+    other_labels = cache.fit(SupervisedClassifier(**TINY_RESNET, epochs=1), images, 1 - labels, directory=tmp_path,
+                             progress=False)
+    assert not other_labels.hit  # the labels are part of the key
