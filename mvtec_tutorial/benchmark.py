@@ -44,6 +44,9 @@ COLUMNS = ["category", "method", "metric", "value", "seed", "image_size", "sched
            "version", "created", "settings", "key"]
 METRICS = ["image_auroc", "pixel_auroc", "au_pro", "good_accuracy", "defective_accuracy", "region_overlap",
            "fit_seconds", "predict_seconds"]
+#: Methods published after the paper (Defard et al. 2020, Roth et al. 2022): notebook 08 ranks the
+#: paper's methods only, notebook 09 teaches these and adds their rows.
+AFTER_2019 = ("padim", "patchcore")
 #: Training schedules: "cpu" is the course's (results/ uses it), "paper" the paper's GPU schedule
 #: for the networks, "quick" a smoke test whose numbers mean nothing (tests, fast notebooks).
 SCHEDULES = ("cpu", "paper", "quick")
