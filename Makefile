@@ -75,7 +75,7 @@ executed: $(INSTALLED)
 	@test -z "$$(git status --porcelain -- . ':(exclude)executed')" || { git status --short -- . ':(exclude)executed'; \
 		echo "commit these changes first: executed/ shows the run of one commit"; exit 1; }
 	@mkdir -p build
-	@echo "$$(date -u '+%Y-%m-%d %H:%M UTC') | $(LOAD) | $$(ls "$$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())')" 2>/dev/null | wc -l)" \
+	@echo "$$(date -u '+%Y-%m-%d %H:%M UTC')|$(LOAD)|$$(ls "$$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())')" 2>/dev/null | wc -l | tr -d ' ')" \
 		> build/executed-start.txt
 	$(call execute_notebooks,$(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)),executed,build/executed-timings.txt)
 	$(VENV)/bin/jupyter nbconvert --to notebook --inplace --CoalesceStreamsPreprocessor.enabled=True \
@@ -95,8 +95,8 @@ ifeq ($(NOTEBOOK),)
 	} > $(RUN_RECORD)
 else
 	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; \
-		echo "- Redone alone afterwards: $(NOTEBOOK) at commit $$(git rev-parse --short HEAD), $$started," \
-		"$$(cut -d' ' -f2- build/executed-timings.txt), load average $$load_start" >> $(RUN_RECORD)
+		printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit $$(git rev-parse --short HEAD), $$started, \
+		$$(cut -d' ' -f2- build/executed-timings.txt), load average $$load_start" >> $(RUN_RECORD)
 endif
 	@echo "Executed copies written; the run is recorded in $(RUN_RECORD)"
 
