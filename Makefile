@@ -95,8 +95,8 @@ ifeq ($(NOTEBOOK),)
 	} > $(RUN_RECORD)
 else
 	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; \
-		printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit $$(git rev-parse --short HEAD), $$started, \
-		$$(cut -d' ' -f2- build/executed-timings.txt), load average $$load_start" >> $(RUN_RECORD)
+		wall=$$(cut -d' ' -f2- build/executed-timings.txt); printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit \
+		$$(git rev-parse --short HEAD), $$started, $$wall, load average $$load_start" >> $(RUN_RECORD)
 endif
 	@echo "Executed copies written; the run is recorded in $(RUN_RECORD)"
 
