@@ -95,8 +95,9 @@ ifeq ($(NOTEBOOK),)
 	} > $(RUN_RECORD)
 else
 	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; \
-		wall=$$(cut -d' ' -f2- build/executed-timings.txt); printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit \
-		$$(git rev-parse --short HEAD), $$started, $$wall, load average $$load_start" >> $(RUN_RECORD)
+		wall=$$(cut -d' ' -f2- build/executed-timings.txt); commit=$$(git rev-parse --short HEAD); \
+		printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit $$commit, $$started, $$wall, load average $$load_start" \
+		>> $(RUN_RECORD)
 endif
 	@echo "Executed copies written; the run is recorded in $(RUN_RECORD)"
 
