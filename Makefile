@@ -66,18 +66,50 @@ course: $(INSTALLED)
 	@echo "Executed notebooks and HTML pages are in build/notebooks/; wall times in build/notebooks/timings.txt"
 
 # The executed copies in executed/, which readers see without running anything: one full run on real
-# MVTec AD (they show its images, so executed/ is CC BY-NC-SA 4.0, see executed/LICENSE.md), wall
-# times in build/executed-timings.txt. `make executed NOTEBOOK=03_autoencoders` redoes one notebook.
+# MVTec AD (they show its images, so executed/ is CC BY-NC-SA 4.0, see executed/LICENSE.md), in course
+# order, on one commit (a work tree with uncommitted changes outside executed/ is refused) and with one
+# fit cache, so notebook 08 finds the fits of notebooks 03 to 06. executed/README.md records the run:
+# commit, date, machine, load, fit cache and each notebook's wall time (also in build/executed-timings.txt).
+# `make executed NOTEBOOK=03_autoencoders` redoes one notebook and adds a line saying so to that record.
 # The .ipython-executed profile stores figures as JPEG at 80 dpi and progress bars as text, whose
 # overwritten states the second nbconvert pass drops, to keep each copy under 5 MB.
 NOTEBOOK ?=
+RUN_RECORD := executed/README.md
+CPU_MODEL = $$( (grep -m1 'model name' /proc/cpuinfo 2>/dev/null || sysctl -n machdep.cpu.brand_string 2>/dev/null) \
+	| sed 's/^model name[[:space:]]*:[[:space:]]*//')
+LOAD = $$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || sysctl -n vm.loadavg 2>/dev/null)
 executed: export IPYTHONDIR := $(CURDIR)/.ipython-executed
 executed: $(INSTALLED)
 	@test -n "$$MVTEC_ROOT" || { echo "set MVTEC_ROOT to real MVTec AD (with bottle): executed/ shows a real run"; exit 1; }
 	@test -z "$$MVTEC_TUTORIAL_FAST" || { echo "unset MVTEC_TUTORIAL_FAST: executed/ shows a full run"; exit 1; }
+	@test -z "$$(git status --porcelain -- . ':(exclude)executed')" || { git status --short -- . ':(exclude)executed'; \
+		echo "commit these changes first: executed/ shows the run of one commit"; exit 1; }
+	@mkdir -p build
+	@echo "$$(date -u '+%Y-%m-%d %H:%M UTC')|$(LOAD)|$$(ls "$$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())')" 2>/dev/null | wc -l | tr -d ' ')" \
+		> build/executed-start.txt
 	$(call execute_notebooks,$(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)),executed,build/executed-timings.txt)
 	$(VENV)/bin/jupyter nbconvert --to notebook --inplace --CoalesceStreamsPreprocessor.enabled=True \
 		$(if $(NOTEBOOK),executed/$(NOTEBOOK).ipynb,executed/*.ipynb)
+ifeq ($(NOTEBOOK),)
+	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; { \
+		echo "# How the executed copies were made"; echo; \
+		echo "Every notebook in this folder comes from one \`make executed\` run, in course order, with one fit cache:"; echo; \
+		echo "- commit: $$(git rev-parse HEAD) (no uncommitted change outside executed/ at the start: checked)"; \
+		echo "- started: $$started; finished: $$(date -u '+%Y-%m-%d %H:%M UTC')"; \
+		echo "- machine: $(CPU_MODEL), $$(nproc 2>/dev/null || sysctl -n hw.ncpu) cores, $$(uname -sm)"; \
+		echo "- load average (1, 5, 15 min): $$load_start at the start, $(LOAD) at the end"; \
+		echo "- software: $$($(PY) -c 'import sys, torch; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')"; \
+		echo "- data: $$MVTEC_ROOT; fit cache: $$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())') ($$fits_start files at the start)"; \
+		echo; echo "| notebook | wall time |"; echo "|---|---|"; \
+		sed 's/^\(.*\): \(.*\)$$/| \1 | \2 |/' build/executed-timings.txt; \
+	} > $(RUN_RECORD)
+else
+	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; \
+		wall=$$(cut -d' ' -f2- build/executed-timings.txt); commit=$$(git rev-parse --short HEAD); \
+		printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit $$commit, $$started, $$wall, load average $$load_start" \
+		>> $(RUN_RECORD)
+endif
+	@echo "Executed copies written; the run is recorded in $(RUN_RECORD)"
 
 # The benchmark on real MVTec AD (MVTEC_ROOT, else what `make data` downloaded): every method that
 # applies, on every category found (or CATEGORIES="carpet wood"), beside the paper's Tables 2 and 3,

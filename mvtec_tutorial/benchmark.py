@@ -79,6 +79,14 @@ def methods() -> dict[str, type[AnomalyDetector]]:
     return benchmark_methods()
 
 
+def after_2019() -> list[str]:
+    """The methods published after the MVTec AD paper (their classes set ``after_2019 = True``).
+
+    Notebook 08 ranks the paper's methods only; notebook 09 and later teach these and add their rows.
+    """
+    return [name for name, cls in methods().items() if cls.after_2019]
+
+
 def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = "cpu",
                   device: str | torch.device | None = None) -> AnomalyDetector:
     """The registered detector ``method`` with the settings the benchmark uses for ``category``.

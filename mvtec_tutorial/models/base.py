@@ -193,6 +193,10 @@ class AnomalyDetector(Estimator):
     #: Keyword arguments per schedule and category kind, ``{schedule: {kind: settings}}`` for every
     #: schedule of :data:`SCHEDULES`; the kinds named are the categories the method applies to.
     schedules: dict[str, dict[str, dict[str, Any]]] = {}
+    #: Whether the method was published after the MVTec AD paper (2019): notebook 08 ranks the
+    #: paper's methods (and the mean-image baseline), notebooks 09 and later add these
+    #: (:func:`mvtec_tutorial.benchmark.after_2019`).
+    after_2019: bool = False
     #: Whether the benchmark keeps predictions beside the fit (:func:`mvtec_tutorial.cache.predict`):
     #: for methods whose prediction costs minutes (AnoGAN's latent search), not for those that take seconds.
     cache_predictions: bool = False

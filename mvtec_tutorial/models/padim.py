@@ -182,6 +182,7 @@ class PaDiM(AnomalyDetector):
     ((2, 64, 64), (2,))
     """
 
+    after_2019 = True  # Defard et al. 2020
     benchmark_names = {"padim": {}}
     schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 

@@ -269,6 +269,7 @@ class PatchCore(AnomalyDetector):
     ((2, 64, 64), True)
     """
 
+    after_2019 = True  # Roth et al. 2022
     benchmark_names = {"patchcore": {}}
     schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 
