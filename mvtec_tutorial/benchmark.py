@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import json
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -78,6 +79,14 @@ def methods() -> dict[str, type[AnomalyDetector]]:
     return benchmark_methods()
 
 
+def after_2019() -> list[str]:
+    """The methods published after the MVTec AD paper (their classes set ``after_2019 = True``).
+
+    Notebook 08 ranks the paper's methods only; notebook 09 and later teach these and add their rows.
+    """
+    return [name for name, cls in methods().items() if cls.after_2019]
+
+
 def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = "cpu",
                   device: str | torch.device | None = None) -> AnomalyDetector:
     """The registered detector ``method`` with the settings the benchmark uses for ``category``.
@@ -88,14 +97,30 @@ def make_detector(method: str, category: str, *, seed: int = 0, schedule: str = 
         For an unknown method, schedule or category, or a method that does not apply to the
         category's kind (e.g. ``gmm_texture`` on an object).
     """
+    kind = data.category_info(category).kind
+    return detector_for_kind(method, kind, seed=seed, schedule=schedule, device=device,
+                             what=f"{category} ({kind})")
+
+
+def detector_for_kind(method: str, kind: str, *, seed: int = 0, schedule: str = "cpu",
+                      device: str | torch.device | None = None, what: str | None = None) -> AnomalyDetector:
+    """The registered detector ``method`` with its settings for images of ``kind`` ("object" or "texture").
+
+    ``what`` names the images in the error for a method that does not apply to them (default: the kind).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or schedule, or a method that does not apply to ``kind``.
+    """
     known = methods()
     if method not in known:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(known)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
-    cls, kind = known[method], data.category_info(category).kind
+    cls = known[method]
     if kind not in cls.kinds():
-        raise ValueError(f"{method} applies to {' and '.join(cls.kinds())} categories, not to {category} ({kind})")
+        raise ValueError(f"{method} applies to {' and '.join(cls.kinds())} images, not to {what or kind}")
     return cls(**cls.recommended_settings(kind, schedule=schedule), **cls.benchmark_names[method], seed=seed,
                device=device)
 
@@ -236,7 +261,8 @@ def data_fingerprint(root: str | Path, category: str) -> str:
         raise FileNotFoundError(f"{folder} does not exist; check --root and --categories")
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}:{path.stat().st_size}\n".encode())
+        # The name's bytes as on disk: a name that is not UTF-8 still counts (UTF-8 names as before).
+        digest.update(os.fsencode(path.relative_to(folder).as_posix()) + f":{path.stat().st_size}\n".encode())
     return digest.hexdigest()
 
 
@@ -349,8 +375,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
 def _write_atomically(results: pd.DataFrame, path: Path) -> None:
     """Replace ``path`` in one step: a reader (or a kill) sees the old file or the new, never half."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    results.to_csv(partial, index=False)
-    partial.replace(path)
+    try:
+        results.to_csv(partial, index=False)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)  # after a failed write; gone already after the rename
 
 
 @contextlib.contextmanager
@@ -358,7 +387,9 @@ def _exclusive(folder: Path, *, timeout: float = 120.0) -> Iterator[None]:
     """Hold ``<folder>/.results.lock`` while a results file is rewritten.
 
     Waits while another live process holds it (each holds it for a moment only), takes over a lock
-    left by a killed process, and raises RuntimeError after ``timeout`` seconds.
+    left by a killed process, and raises RuntimeError after ``timeout`` seconds, or at once for a
+    lock older than that (stale: left by a run on another machine, or by a process whose number
+    was reused).
     """
     lock = folder / ".results.lock"
     deadline = time.monotonic() + timeout
@@ -367,13 +398,17 @@ def _exclusive(folder: Path, *, timeout: float = 120.0) -> Iterator[None]:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            holder = lock.read_text().strip() if lock.exists() else ""
+            try:
+                holder = lock.read_bytes().decode(errors="replace").strip()
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile
             if holder.isdigit() and not _alive(int(holder)):
                 lock.unlink(missing_ok=True)  # left by a run that was killed
-            elif time.monotonic() > deadline:
+            elif age > timeout or time.monotonic() > deadline:
                 raise RuntimeError(f"another benchmark run (process {holder or '?'}) has held {lock} for "
-                                   f"{timeout:.0f} s; wait for it to finish, or delete the lock if no run is "
-                                   "going on") from None
+                                   f"{max(age, timeout):.0f} s; wait for it to finish, or delete the lock if no "
+                                   "run is going on") from None
             else:
                 time.sleep(0.2)
     try:
@@ -412,15 +447,22 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
     ValueError
         For an unknown method or schedule, or a damaged results file.
     RuntimeError
-        If another run holds the folder's lock for minutes (a hung writer).
+        If another run holds the folder's lock for minutes (a hung writer or a stale lock); checked
+        before each cell is computed, so no measured rows are lost to it.
+
+    Notes
+    -----
+    ``categories`` and ``methods`` may be single names (``"bottle"``), taken as one-item lists.
     """
+    categories = [categories] if isinstance(categories, str) else list(categories)
+    methods = [methods] if isinstance(methods, str) else list(methods)
     known = benchmark_methods()
     unknown = sorted(set(methods) - set(known))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(known)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
-    out = Path(out)
+    out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_FILE
     cells = [(c, m) for c in categories for m in methods if data.category_info(c).kind in known[m].kinds()]
@@ -432,7 +474,8 @@ def run(root: str | Path, categories: Sequence[str], methods: Sequence[str], out
                              device=device, protocol=PROTOCOL)
         identity = cell.identity
         keys.append(identity["key"])
-        stored = read_results(path)
+        with _exclusive(out):  # a stale lock fails here, before the cell is computed, not after
+            stored = read_results(path)
         if set(METRICS) <= set(stored[stored["key"] == identity["key"]]["metric"]):
             continue
         try:
@@ -522,7 +565,10 @@ def _cell(by_metric: pd.DataFrame, metric: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``mvtec-benchmark`` command (also ``python -m mvtec_tutorial.benchmark``)."""
+    """The ``mvtec-benchmark`` command (also ``python -m mvtec_tutorial.benchmark``).
+
+    Exits with status 1 when a cell failed (after measuring the others and writing their rows).
+    """
     parser = argparse.ArgumentParser(prog="mvtec-benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=os.environ.get(ROOT_ENV),
                         help=f"dataset root: real MVTec AD or the synthetic set (default: ${ROOT_ENV})")
@@ -555,9 +601,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown categories {unknown}; use MVTec AD names ({', '.join(data.CATEGORIES)}) or 'all'")
     if args.device is not None:
         torch.device(args.device)  # an unknown device name fails here, before any work
-    run(root, categories, args.methods, args.out, image_size=args.image_size, seed=args.seed,
-        schedule=args.schedule, device=args.device, cache=not args.no_cache)
-    print((Path(args.out) / "results.md").read_text())
+    out = Path(args.out).expanduser()
+    results = run(root, categories, args.methods, out, image_size=args.image_size, seed=args.seed,
+                  schedule=args.schedule, device=args.device, cache=not args.no_cache)
+    print((out / "results.md").read_text())
+    failed = results[results["metric"] == "error"]
+    if len(failed):
+        cells = ", ".join(f"{row.category} / {row.method}" for row in failed.itertuples())
+        sys.exit(f"{len(failed)} cell(s) failed: {cells}; their errors are listed above and in {out / 'results.md'}; "
+                 "fix the cause and run again (finished cells are not measured again)")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,18 @@ course is quick. The key (:func:`fit_key`) covers
   plots, metrics or reports do not count) and torch's version,
 
 so a stale fit is never served. The folder is ``$MVTEC_TUTORIAL_CACHE`` or
-``~/.cache/mvtec_tutorial/fits``; ``MVTEC_TUTORIAL_CACHE=off`` turns caching off, and
-:func:`clear` (``make clean-cache``) empties it.
+``~/.cache/mvtec_tutorial/fits``; ``MVTEC_TUTORIAL_CACHE=off`` (or ``none``, ``disabled``, ``0``,
+``false``, ``no``) turns caching off, and :func:`clear` (``make clean-cache``) deletes the fits it
+wrote. The cache lists every file it writes in the folder's manifest (:data:`MANIFEST_NAME`), so
+a folder shared with other files loses nothing else, and a folder without that manifest is never
+cleared.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +37,30 @@ import torch
 from mvtec_tutorial.data import as_images
 from mvtec_tutorial.models.base import AnomalyDetector, Estimator
 from mvtec_tutorial.models.persistence import encode_estimator, estimator_from_file_contents, read_file
-from mvtec_tutorial.settings import source_hash
+from mvtec_tutorial.settings import FALSE_VALUES, TRUE_VALUES, source_hash
 
-#: Environment variable naming the cache folder; "off" (or "0", "false", "no") disables the cache.
+#: Environment variable naming the cache folder; "off", "none", "disabled" (or "0", "false", "no")
+#: disable the cache, "on" (or "1", "true", "yes") and empty mean the default folder.
 CACHE_ENV = "MVTEC_TUTORIAL_CACHE"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mvtec_tutorial" / "fits"
-_OFF = ("off", "0", "false", "no")
+_OFF = (*FALSE_VALUES, "none", "disabled")
 _SUFFIX = ".pt"
+#: The cache's manifest in its folder: a header line, then the name of every file the cache wrote.
+MANIFEST_NAME = ".mvtec_tutorial_cache"
+_MANIFEST_HEADER = "mvtec_tutorial fit cache: files written by mvtec_tutorial.cache (make clean-cache deletes them)\n"
+#: How the cache names its files: ``<Class>-<32 hex digits of the fit's key>.pt`` for a fit, with
+#: ``-predictions-<32 hex digits of the images>`` before ``.pt`` for a kept prediction.
+_FILE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*-[0-9a-f]{32}(-predictions-[0-9a-f]{32})?\.pt")
 #: Attributes that record how a fit was run, not what it learned (left out of a nested detector's digest).
 _RUN_ATTRIBUTES = ("metadata_",)
 
 
 def cache_dir() -> Path | None:
     """The cache folder from ``MVTEC_TUTORIAL_CACHE`` (default ``~/.cache/mvtec_tutorial/fits``); None when off."""
-    value = os.environ.get(CACHE_ENV, "")
-    if value.strip().lower() in _OFF:
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in _OFF:
         return None
-    return Path(value).expanduser() if value else DEFAULT_CACHE_DIR
+    return Path(value).expanduser() if value and value.lower() not in TRUE_VALUES else DEFAULT_CACHE_DIR
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,7 @@ def fit(detector: Estimator, images: Any, labels: Any = None, *, directory: str 
     detector.fit(images, *([] if labels is None else [labels]), progress=progress)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     if path is not None:
+        _record(path)
         try:
             detector.save(path, fit_seconds=seconds, fit_cpu_seconds=cpu_seconds, key=key)
         except TypeError as error:  # e.g. a class of the user's own, which a file could not bring back
@@ -268,11 +280,23 @@ def predict(detector: AnomalyDetector, images: Any, *, fitted: CachedFit, direct
     maps, scores = detector.predict(images, progress=progress)
     seconds = time.perf_counter() - start
     if path is not None:
+        _record(path)
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
         torch.save({"maps": torch.from_numpy(maps), "scores": torch.from_numpy(scores), "seconds": seconds,
                     "fit_key": fitted.key}, partial)
         partial.replace(path)
     return CachedPrediction(maps, scores, seconds, False)
+
+
+def _record(path: Path) -> None:
+    """Add ``path``'s name to its folder's manifest (created with the folder when missing).
+
+    One short line appended per write, so processes filling one cache at once do not lose entries.
+    Called before the file is written: a save cut short leaves nothing unlisted.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / MANIFEST_NAME, "a") as file:
+        file.write((_MANIFEST_HEADER if file.tell() == 0 else "") + path.name + "\n")
 
 
 def _restore(detector: Estimator, payload: dict[str, Any], *, progress: bool) -> tuple[float, float]:
@@ -290,12 +314,35 @@ def _restore(detector: Estimator, payload: dict[str, Any], *, progress: bool) ->
 
 
 def clear(directory: str | Path | None = None) -> int:
-    """Delete every cached fit in ``directory`` (default :func:`cache_dir`); return how many were removed."""
+    """Delete the fits the cache wrote in ``directory`` (default :func:`cache_dir`); return how many were removed.
+
+    Only files listed in the folder's manifest (:data:`MANIFEST_NAME`) and named as the cache names
+    them are deleted; everything else in the folder stays. The default folder of a cache older
+    than the manifest is cleared by the cache's file names alone.
+
+    Raises
+    ------
+    FileExistsError
+        If the folder holds files but no manifest, so the cache did not create it (nothing is deleted).
+    """
     folder = Path(directory).expanduser() if directory is not None else cache_dir()
     if folder is None or not folder.is_dir():
         return 0
+    manifest = folder / MANIFEST_NAME
+    if manifest.is_file():
+        names = set(manifest.read_text().splitlines()[1:])
+    elif folder == DEFAULT_CACHE_DIR or not any(folder.iterdir()):
+        names = {path.name for path in folder.iterdir()}
+    else:
+        raise FileExistsError(f"{folder} has no {MANIFEST_NAME}, so the fit cache did not create it; nothing was "
+                              "deleted. Pass the cache folder (mvtec_tutorial.cache.cache_dir()) or delete the "
+                              "fits yourself")
     removed = 0
-    for path in folder.glob(f"*{_SUFFIX}"):
-        path.unlink()
-        removed += 1
+    for name in sorted(names):
+        path = folder / name
+        if _FILE_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed += 1
+    if manifest.is_file():
+        manifest.write_text(_MANIFEST_HEADER)
     return removed

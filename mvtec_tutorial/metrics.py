@@ -9,16 +9,15 @@ Conventions used throughout:
 - A pixel is called anomalous at threshold ``t`` when its map value is **strictly greater**
   than ``t`` (:func:`binarize`); :mod:`mvtec_tutorial.thresholds` uses the same rule.
 
-Only numpy and scipy are used, so every number can be traced by reading this file.
+Only numpy and scipy are used (and :func:`mvtec_tutorial.checks.check_scalar` for arguments), so every
+number can be traced by reading this file.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
-
 import numpy as np
 from scipy import ndimage, stats
+
+from mvtec_tutorial.checks import check_scalar
 
 #: Structuring element for :func:`label_regions`: 8-connectivity within an image, none across
 #: images (only the middle plane of the 3x3x3 cube is set). The official code uses
@@ -53,64 +52,6 @@ def check_maps(maps: np.ndarray, *, name: str = "maps") -> np.ndarray:
     return maps
 
 
-def check_scalar(value: Any, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, integer: bool = False,
-                 hint: str = "") -> Any:
-    """Return ``value`` after checking it is one real number (or integer) in a range.
-
-    Parameters
-    ----------
-    value : object
-        The number to check; Python and numpy numbers pass, strings, bools, arrays and NaN do not.
-    name : str
-        Argument name used in the error message.
-    low, high : float, optional
-        Bounds of the valid range; None means unbounded.
-    low_open, high_open : bool, default=False
-        Exclude the bound itself, e.g. ``low=0, low_open=True`` for "> 0".
-    integer : bool, default=False
-        Require an integer (Python or numpy).
-    hint : str, default=""
-        Appended to the message, e.g. the usual value.
-
-    Returns
-    -------
-    The unchanged ``value``.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not a number of the required kind.
-    ValueError
-        If it is NaN or outside the range; the message names ``name`` and the range.
-
-    Examples
-    --------
-    >>> check_scalar(0.3, "fpr_limit", low=0, high=1, low_open=True)
-    0.3
-    >>> check_scalar("0.3", "fpr_limit", low=0, high=1, low_open=True)
-    Traceback (most recent call last):
-    TypeError: fpr_limit must be a real number in (0, 1], got '0.3' (str)
-    """
-    expected = "an integer" if integer else "a real number"
-    if low is not None and high is not None:
-        expected += f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    elif low is not None:
-        expected += f" {'>' if low_open else '>='} {low}"
-    elif high is not None:
-        expected += f" {'<' if high_open else '<='} {high}"
-    hint = f"; {hint}" if hint else ""
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
-    if math.isnan(value):
-        raise ValueError(f"{name} is NaN; it must be {expected}{hint}")
-    if ((low is not None and (value < low or (low_open and value == low)))
-            or (high is not None and (value > high or (high_open and value == high)))):
-        raise ValueError(f"{name} must be {expected}, got {value!r}{hint}")
-    return value
-
-
 def _check_masks(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     maps = check_maps(maps)
     masks = np.asarray(masks)
@@ -128,9 +69,15 @@ def _check_labels(labels: np.ndarray, values: np.ndarray, name: str) -> tuple[np
     if labels.ndim != 1 or values.ndim != 1 or len(labels) != len(values):
         raise ValueError(f"labels and {name} must be 1-D of equal length, got {labels.size} labels but "
                          f"{values.size} {name} (shapes {labels.shape} and {values.shape})")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must contain only 0 (good) and 1 (defective), got values {np.unique(labels)}")
+    if not _is_binary(labels):
+        raise ValueError(f"labels must contain only 0 (good) and 1 (defective), got values {np.unique(labels)} "
+                         f"(dtype {labels.dtype}); map names to numbers first, e.g. labels == 'defective'")
     return labels.astype(bool), values
+
+
+def _is_binary(values: np.ndarray) -> bool:
+    """Whether ``values`` are booleans or numbers that are all 0 or 1 (never strings such as '1')."""
+    return values.dtype == bool or (np.issubdtype(values.dtype, np.number) and bool(np.isin(values, (0, 1)).all()))
 
 
 def _roc_auc(positive: np.ndarray, values: np.ndarray, what: str) -> float:
@@ -238,15 +185,22 @@ def classify(maps: np.ndarray, threshold: float, *, min_defect_area: int = 1) ->
     Raises
     ------
     TypeError, ValueError
-        If ``threshold`` is NaN or not a number, or ``min_defect_area`` is not an integer >= 1.
+        If ``threshold`` is NaN or not a number, or ``min_defect_area`` is not an integer in
+        [1, H * W] (the same range as the threshold rule; a larger area could never be found).
 
     Notes
     -----
     With the threshold from the minimum-defect-area rule and the same ``min_defect_area``,
     every normal validation image is classified good by construction, as in the paper.
     """
+    maps = check_maps(maps)
     check_scalar(min_defect_area, "min_defect_area", low=1, integer=True,
                  hint="1 calls an image defective when any pixel is above the threshold")
+    n_pixels = maps.shape[1] * maps.shape[2]
+    if min_defect_area > n_pixels:  # refused, as by thresholds.min_defect_area_threshold: never found otherwise
+        raise ValueError(f"min_defect_area={min_defect_area} exceeds the {n_pixels} pixels of one "
+                         f"{maps.shape[1]} x {maps.shape[2]} map, so every image would be called good; pass at "
+                         "most H * W pixels (thresholds.min_defect_area_pixels converts a fraction of the image)")
     return largest_component_areas(maps, threshold) >= min_defect_area
 
 
@@ -527,6 +481,11 @@ def classification_accuracy(labels: np.ndarray, predictions: np.ndarray) -> tupl
         Fraction of defective images predicted defective; ``nan`` when there is none.
     """
     is_defective, predictions = _check_labels(labels, predictions, "predictions")
+    if not _is_binary(predictions):
+        seen = np.unique(predictions)
+        raise ValueError(f"predictions must be 0/1 or bool (1 = predicted defective), got values {seen[:5]}"
+                         f"{' ...' if seen.size > 5 else ''} (dtype {predictions.dtype}); for anomaly scores pass "
+                         "scores > threshold, for maps metrics.classify(maps, threshold)")
     predicted_defective = predictions.astype(bool)
     good = float(np.mean(~predicted_defective[~is_defective])) if (~is_defective).any() else float("nan")
     defective = float(np.mean(predicted_defective[is_defective])) if is_defective.any() else float("nan")

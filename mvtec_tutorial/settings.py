@@ -20,6 +20,8 @@ ROOT_ENV = "MVTEC_ROOT"
 SYNTHETIC_ROOT_ENV = "MVTEC_TUTORIAL_SYNTHETIC_ROOT"
 #: ``MVTEC_TUTORIAL_FAST=1`` (set by ``make test``) shrinks every notebook's run sizes.
 FAST_ENV = "MVTEC_TUTORIAL_FAST"
+#: Spellings an on/off environment variable accepts (case-insensitive, surrounding spaces ignored).
+TRUE_VALUES, FALSE_VALUES = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_SYNTHETIC_ROOT = Path.home() / ".cache" / "mvtec_tutorial" / "synthetic"
 #: Threads that scikit-learn, SciPy and scikit-image may use for BLAS inside the methods (PCA,
 #: k-means, Gaussian mixtures, alignment). Their matrices are small, so extra threads mostly wait
@@ -35,13 +37,25 @@ def using_real_data() -> bool:
 
 def synthetic_root() -> Path:
     """Folder of the synthetic dataset: ``MVTEC_TUTORIAL_SYNTHETIC_ROOT`` or ``~/.cache/mvtec_tutorial/synthetic``."""
-    return Path(os.environ.get(SYNTHETIC_ROOT_ENV) or DEFAULT_SYNTHETIC_ROOT)
+    return user_path(os.environ.get(SYNTHETIC_ROOT_ENV) or DEFAULT_SYNTHETIC_ROOT)
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """Resolve a path the user gave, once: ``~`` expanded, a relative path made absolute.
+
+    A relative path means the folder the command was run in (the current directory now); made
+    absolute when it is given, it keeps that meaning if the working directory changes later.
+    Symbolic links are kept, so messages show the names the user chose. ``make course`` runs each
+    notebook's kernel in ``notebooks/``, so the Makefile exports ``MVTEC_ROOT`` absolute.
+    """
+    return Path(path).expanduser().absolute()
 
 
 def data_root() -> Path:
     """Return the dataset root the course uses.
 
-    ``MVTEC_ROOT`` when it is set (real MVTec AD; it must exist). Otherwise the synthetic
+    ``MVTEC_ROOT`` when it is set (real MVTec AD; it must exist; a relative path is taken from the
+    current directory, see :func:`user_path`). Otherwise the synthetic
     stand-in, which is built with :func:`mvtec_tutorial.synthetic.make_dataset` the first
     time (a few seconds) and reused afterwards.
 
@@ -52,10 +66,10 @@ def data_root() -> Path:
     """
     real = os.environ.get(ROOT_ENV)
     if real:
-        root = Path(real).expanduser()
+        root = user_path(real)
         if not root.is_dir():
             raise FileNotFoundError(
-                f"{ROOT_ENV}={real!r} is not a folder. Point it at the folder that holds the "
+                f"{ROOT_ENV}={real!r} ({root}) is not a folder. Point it at the folder that holds the "
                 "category folders (e.g. bottle/), run `make data` to download MVTec AD, or unset "
                 f"{ROOT_ENV} to use the built-in synthetic dataset."
             )
@@ -65,9 +79,26 @@ def data_root() -> Path:
     return make_dataset(synthetic_root(), progress=False)
 
 
+def env_flag(name: str, *, default: bool = False) -> bool:
+    """Read an on/off environment variable: 1/true/yes/on or 0/false/no/off, any case; unset or empty is ``default``.
+
+    Raises
+    ------
+    ValueError
+        On any other value, naming the variable, so a typo never leaves a switch silently off.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in TRUE_VALUES or value in FALSE_VALUES:
+        return value in TRUE_VALUES
+    raise ValueError(f"{name}={os.environ[name]!r} is not an on/off value; set it to one of "
+                     f"{', '.join(TRUE_VALUES)} (on) or {', '.join(FALSE_VALUES)} (off), or unset it")
+
+
 def fast_mode() -> bool:
-    """Return True when ``MVTEC_TUTORIAL_FAST=1``: notebooks shrink run sizes (used by ``make test``)."""
-    return os.environ.get(FAST_ENV, "0") == "1"
+    """Return True when ``MVTEC_TUTORIAL_FAST`` is on (1, true, yes, on): notebooks shrink run sizes (``make test``)."""
+    return env_flag(FAST_ENV)
 
 
 def seed_everything(seed: int) -> None:

@@ -325,6 +325,54 @@ def make_classifier(name: str, *, schedule: str = "cpu", augmented: bool = False
                                 device=device, augmentation="default" if augmented else None)
 
 
+#: The poses of the deck's saved copies that a bottle seen from above keeps: as it is, mirrored
+#: left-right, mirrored top-bottom, and a half turn (both), as flip dimensions of (..., H, W).
+LEAKY_POSES = ((), (-1,), (-2,), (-2, -1))
+
+
+def leaky_copies(labelled: LabelledSet, *, n_poses: int = 2) -> LabelledSet:
+    """The deck's leaky split: every image in ``n_poses`` poses, the copies split at random afterwards.
+
+    The deck saved rotated and flipped copies of its images and only then split them into
+    training and evaluation, so copies of one photograph sit on both sides and a classifier can
+    score by recognising a photograph it trained on. Run a model on this and on ``labelled`` (the
+    split by image) to see how much the leak inflates its accuracy.
+
+    Parameters
+    ----------
+    labelled : LabelledSet
+        Its images (training and evaluation alike) are copied; its split is not used.
+    n_poses : int, default=2
+        The first ``n_poses`` of :data:`LEAKY_POSES` (memory grows with it).
+
+    Returns
+    -------
+    LabelledSet
+        ``n_poses * N`` images, copy ``k * N + i`` being image ``i`` in pose ``k``; training and
+        evaluation drawn by a permutation seeded with ``labelled.seed``, ``evaluation_fraction``
+        of them evaluated.
+
+    Examples
+    --------
+    >>> from mvtec_tutorial import synthetic
+    >>> root = synthetic.make_dataset(tmp_path, categories=["bottle"], image_size=64, progress=False)
+    >>> leaky_copies(load_labelled_set(root, "bottle", image_size=32, progress=False))
+    LabelledSet('bottle': train 123 (23 defective), evaluation 53 (13 defective), (32, 32) px)
+    """
+    if not 1 <= n_poses <= len(LEAKY_POSES):
+        raise ValueError(f"n_poses must be between 1 and {len(LEAKY_POSES)}, got {n_poses!r}")
+    poses = LEAKY_POSES[:n_poses]
+    n_copies = n_poses * len(labelled.labels)
+    order = np.random.default_rng(labelled.seed).permutation(n_copies)
+    n_evaluation = round(labelled.evaluation_fraction * n_copies)
+    return dataclasses.replace(
+        labelled, images=torch.cat([labelled.images.flip(dims) if dims else labelled.images for dims in poses]),
+        masks=np.concatenate([np.flip(labelled.masks, dims) if dims else labelled.masks for dims in poses]),
+        labels=np.tile(labelled.labels, n_poses), defect_types=np.tile(labelled.defect_types, n_poses),
+        paths=[f"{path} (flipped along {dims})" if dims else path for dims in poses for path in labelled.paths],
+        train=np.sort(order[n_evaluation:]), evaluation=np.sort(order[:n_evaluation]))
+
+
 def evaluate_classifier(classifier: SupervisedClassifier, labelled: LabelledSet, *, name: str | None = None,
                         cache: bool | str | Path = True, progress: bool = True) -> ClassifierEvaluation:
     """Fit on the labelled set's training images, predict its evaluation images and time both.

@@ -17,6 +17,9 @@ set of pixels where the defect differs from the clean image drawn with the same 
 Randomness: each image has its own generator, derived from ``(seed, category, split,
 defect_type, index)`` with :class:`numpy.random.SeedSequence`, so a file never depends on which
 other categories or how many other images were built.
+
+:func:`demo_folder` writes some of these images as a folder of "your own images" in no
+particular layout, for the notebook on your own images.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +36,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
+
+from mvtec_tutorial.data import MVTecAD, read_image
+from mvtec_tutorial.settings import user_path
 
 #: Category name -> kind, using MVTec AD names so notebooks run unchanged on real data.
 SYNTHETIC_CATEGORIES: dict[str, str] = {
@@ -500,10 +507,59 @@ def _write_category(root: Path, category: str, manifest: dict, *, overwrite: boo
         if not overwrite and _read_manifest(target) == manifest:
             return  # another process finished the same build first; ours is removed below
         if target.exists():
-            shutil.rmtree(target)
-        scratch.rename(target)
+            _replace_build(target, scratch, manifest)
+        else:
+            scratch.rename(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _written_files(manifest: dict) -> set[str]:
+    """Paths (relative, POSIX) of every file :func:`make_dataset` wrote for ``manifest``.
+
+    A manifest of a replacement cut short (``{"replacing": [old, new]}``) covers both builds.
+    """
+    if "replacing" in manifest:
+        return set().union(*(_written_files(each) for each in manifest["replacing"]))
+    names = {"readme.txt", MANIFEST_NAME}
+    names |= {f"train/good/{i:03d}.png" for i in range(manifest["n_train"])}
+    names |= {f"test/good/{i:03d}.png" for i in range(manifest["n_test_good"])}
+    for defect_type in manifest["defect_types"]:
+        for i in range(manifest["n_test_per_defect"]):
+            names |= {f"test/{defect_type}/{i:03d}.png", f"ground_truth/{defect_type}/{i:03d}_mask.png"}
+    return names
+
+
+def _files_built_in(folder: Path) -> set[str]:
+    """:func:`_written_files` of the build in ``folder``; FileExistsError when its manifest does not say."""
+    try:
+        return _written_files(_read_manifest(folder))
+    except (TypeError, KeyError, AttributeError) as error:
+        raise FileExistsError(f"{folder / MANIFEST_NAME} is unreadable, so which files make_dataset wrote there is "
+                              "unknown and nothing was deleted; move the folder away (or delete it yourself) or "
+                              "pick another root") from error
+
+
+def _replace_build(target: Path, scratch: Path, manifest: dict) -> None:
+    """Swap the files of an earlier build in ``target`` for the new build in ``scratch``.
+
+    Only files the earlier build wrote (its manifest says which) are deleted, and folders only
+    when that leaves them empty: a user's notes or extra defect folder inside a category survive.
+    The manifest first records both builds, so a replacement cut short is cleaned up by the next.
+    """
+    old = _read_manifest(target)
+    stale = _files_built_in(target) - _written_files(manifest)
+    (target / MANIFEST_NAME).write_text(json.dumps({"replacing": [old, manifest]}) + "\n")
+    for name in sorted(stale):
+        (target / name).unlink(missing_ok=True)
+    for name in sorted(_written_files(manifest) - {MANIFEST_NAME}):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / name).replace(target / name)
+    (scratch / MANIFEST_NAME).replace(target / MANIFEST_NAME)
+    for folder in sorted({(target / name).parent for name in stale}, key=lambda f: -len(f.parts)):
+        for empty in (folder, folder.parent):
+            if empty != target and empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
 
 
 def _read_manifest(folder: Path) -> dict | None:
@@ -538,7 +594,8 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
     n_train, n_test_good, n_test_per_defect : int, default 60, 10, 6
         Images in ``train/good``, ``test/good`` and each ``test/<defect_type>``.
     overwrite : bool, default False
-        Rebuild categories that exist (only folders this function wrote are ever deleted).
+        Rebuild categories that exist. Only files this function wrote (as their manifest lists
+        them) are replaced or deleted; anything else in a category folder stays.
     progress : bool, default True
         Show a progress bar per category.
 
@@ -553,7 +610,8 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
         On an unknown category or a count/size/seed that is not a big enough integer.
     FileExistsError
         If a category folder exists with other parameters and ``overwrite`` is False, or it
-        was not written by this function (then it is never deleted).
+        was not written by this function, or its manifest is unreadable (then nothing in it is
+        deleted).
 
     Notes
     -----
@@ -573,7 +631,7 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
     _check_int("image_size", image_size, MIN_IMAGE_SIZE)
     for name, value in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect)):
         _check_int(name, value, 1)
-    root = Path(root).expanduser()
+    root = user_path(root)
     root.mkdir(parents=True, exist_ok=True)
     for category in names:
         manifest = {"generator": "mvtec_tutorial.synthetic", "generator_version": GENERATOR_VERSION,
@@ -592,5 +650,69 @@ def make_dataset(root: str | Path, categories: str | Sequence[str] | None = None
             if not overwrite:
                 raise FileExistsError(f"{folder} was built with other parameters ({existing}) than requested "
                                       f"({manifest}); pass overwrite=True to rebuild it or pick another root")
+            _files_built_in(folder)  # refuse an unreadable manifest before building
         _write_category(root, category, manifest, overwrite=overwrite, progress=progress)
     return root
+
+
+def demo_folder(destination: str | Path, *, category: str = "bottle", image_size: int = 256, n_normal: int = 40,
+                n_new_good: int = 10, n_new_per_defect: int = 2, seed: int = 0) -> Path:
+    """Write a small folder of "your own images" (not in the MVTec AD layout), drawn synthetically.
+
+    For the notebook on your own images and its test: a stand-in for the folder a reader brings.
+    The images come from :func:`make_dataset` (``category``, ``seed``)::
+
+        <destination>/normal/line_a/part_000.png     normal images in two sub-folders, named
+        <destination>/normal/line_b/part_001.PNG     .png, .PNG and .bmp in turn
+        <destination>/new/image_000.png              images to score: good and defective, shuffled
+        <destination>/masks/image_003.png            masks of the defective new images only
+
+    Parameters
+    ----------
+    destination : str or Path
+        Created if missing; must be empty.
+    category : str, default="bottle", keyword-only
+        One of :data:`SYNTHETIC_CATEGORIES`.
+    image_size : int, default=256, keyword-only
+    n_normal, n_new_good, n_new_per_defect : int, keyword-only
+        Normal images; good new images; defective new images of each of the category's defect types.
+    seed : int, default=0, keyword-only
+        Seeds the images and the order of the new ones.
+
+    Returns
+    -------
+    Path
+        ``destination``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``destination`` holds files (nothing is overwritten).
+
+    Examples
+    --------
+    >>> folder = demo_folder(tmp_path / "parts", image_size=64, n_normal=4)
+    >>> sorted(p.relative_to(folder / "normal").as_posix() for p in (folder / "normal").rglob("*.*"))
+    ['line_a/part_000.png', 'line_a/part_002.bmp', 'line_b/part_001.PNG', 'line_b/part_003.png']
+    """
+    destination = user_path(destination)
+    if destination.exists() and any(destination.iterdir()):
+        raise FileExistsError(f"{destination} is not empty; pass a new or empty folder")
+    suffixes = (".png", ".PNG", ".bmp")  # every case and format read_folder accepts, in turn
+    with tempfile.TemporaryDirectory() as scratch:
+        root = make_dataset(scratch, categories=[category], seed=seed, image_size=image_size, n_train=n_normal,
+                            n_test_good=n_new_good, n_test_per_defect=n_new_per_defect, progress=False)
+        normal = MVTecAD(root, category, "train", image_size=None).samples
+        for index, (path, _, _) in enumerate(normal):
+            target = destination / "normal" / ("line_a", "line_b")[index % 2] / f"part_{index:03d}{suffixes[index % 3]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            read_image(path).save(target)
+        new = MVTecAD(root, category, "test", image_size=None).samples
+        (destination / "new").mkdir()
+        (destination / "masks").mkdir()
+        for index, position in enumerate(np.random.default_rng(seed).permutation(len(new))):
+            path, mask, _ = new[position]
+            shutil.copyfile(path, destination / "new" / f"image_{index:03d}.png")
+            if mask is not None:
+                shutil.copyfile(mask, destination / "masks" / f"image_{index:03d}.png")
+    return destination

@@ -8,8 +8,10 @@ regions are 8-connected, the same conventions as :mod:`mvtec_tutorial.metrics`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from mvtec_tutorial import metrics
 
@@ -183,3 +185,165 @@ def k_sigma_threshold(values: np.ndarray, *, k: float = 3.0) -> float:
     if not np.isfinite(values).all():
         raise ValueError("values contains NaN or infinite values; fix the method that produced them")
     return float(values.mean(dtype=np.float64) + k * values.std(dtype=np.float64))
+
+
+#: Confidence of the one-sided false-reject bound (:func:`false_reject_threshold`).
+DEFAULT_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class FalseRejectThreshold:
+    """A threshold on a per-image statistic of normal images, and what it promises.
+
+    Attributes
+    ----------
+    threshold : float
+        Flag an image when its statistic is strictly greater.
+    n_validation : int
+        Normal validation images the threshold was chosen on.
+    n_rejected : int
+        Validation images above the threshold.
+    rate : float
+        ``n_rejected / n_validation``, the false-reject rate on the validation images.
+    upper_bound : float
+        One-sided upper confidence bound on the false-reject rate of new normal images.
+    confidence : float
+        Confidence of ``upper_bound``.
+    reachable_rates : ndarray of shape (n_validation,)
+        The validation false-reject rates a threshold can have: ``0, 1/n, ..., (n-1)/n``.
+    """
+
+    threshold: float
+    n_validation: int
+    n_rejected: int
+    rate: float
+    upper_bound: float
+    confidence: float
+    reachable_rates: np.ndarray
+
+    def describe(self) -> str:
+        """One sentence for a report: the rate on validation and the bound on new images."""
+        return (f"{self.n_rejected} of {self.n_validation} validation images above the threshold "
+                f"(false-reject rate {self.rate:.1%}); on new normal images the false-reject rate is at most "
+                f"{self.upper_bound:.1%} with {self.confidence:.0%} confidence")
+
+
+def false_reject_bound(n_validation: int, n_rejected: int, *, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """Upper confidence bound on the false-reject rate of a threshold at an order statistic.
+
+    Parameters
+    ----------
+    n_validation : int >= 1
+        Normal validation images.
+    n_rejected : int in [0, n_validation - 1]
+        How many of them lie above the threshold, which is the ``(n_validation - n_rejected)``-th
+        smallest validation statistic.
+    confidence : float in (0, 1), keyword-only
+
+    Returns
+    -------
+    float in (0, 1]
+        ``Beta(n_rejected + 1, n_validation - n_rejected).ppf(confidence)``.
+
+    Notes
+    -----
+    If the statistics of normal images are independent draws from one continuous distribution
+    ``F`` and ``t`` is the ``k``-th smallest of ``n``, then ``F(t)`` follows ``Beta(k, n - k + 1)``
+    (the distribution of a uniform order statistic; David & Nagaraja, *Order Statistics*, 3rd ed.,
+    Sec. 2.1), so the false-reject rate ``1 - F(t)`` follows ``Beta(n - k + 1, k)``. Its
+    ``confidence``-quantile is exceeded with probability ``1 - confidence`` exactly, whatever ``F``:
+    the bound is distribution-free. It equals the Clopper-Pearson upper bound for
+    ``n_rejected`` rejections in ``n_validation`` trials. With no rejection it is
+    ``1 - (1 - confidence) ** (1 / n)``: 22 % for 12 images, 1 % needs 299 images (at 95 %).
+    The bound holds for a threshold chosen by rank (:func:`false_reject_threshold`, and the
+    minimum-defect-area rule, whose threshold is the largest per-image threshold); for a
+    threshold computed otherwise (k sigma) it is the bound of the rank it happened to land on.
+
+    Examples
+    --------
+    >>> round(false_reject_bound(12, 0), 3)
+    0.221
+    """
+    metrics.check_scalar(n_validation, "n_validation", low=1, integer=True, hint="count the validation images")
+    metrics.check_scalar(n_rejected, "n_rejected", low=0, high=n_validation - 1, integer=True,
+                         hint="a threshold below every validation image promises nothing")
+    metrics.check_scalar(confidence, "confidence", low=0, high=1, low_open=True, high_open=True,
+                         hint=f"e.g. {DEFAULT_CONFIDENCE}")
+    return float(stats.beta.ppf(confidence, n_rejected + 1, n_validation - n_rejected))
+
+
+def false_reject_threshold(values: np.ndarray, *, target_rate: float,
+                           confidence: float = DEFAULT_CONFIDENCE) -> FalseRejectThreshold:
+    """The lowest threshold whose false-reject rate on normal validation images is at most ``target_rate``.
+
+    Parameters
+    ----------
+    values : ndarray of shape (N,), real
+        A per-image statistic of defect-free validation images, higher = more anomalous: their
+        image scores, or the per-image thresholds of :func:`per_image_region_thresholds`.
+    target_rate : float in [0, 1), keyword-only
+        The share of good parts you accept to reject. With ``N`` images only the rates
+        ``j / N`` are reachable; the largest one not above the target is taken.
+    confidence : float in (0, 1), keyword-only
+
+    Returns
+    -------
+    FalseRejectThreshold
+        The threshold (the ``(N - j)``-th smallest value, ``j = floor(target_rate * N)``), the
+        reachable rates and the bound of :func:`false_reject_bound`.
+
+    Raises
+    ------
+    ValueError
+        For empty or non-finite values or a rate outside [0, 1).
+
+    Notes
+    -----
+    Tied values cannot be separated: the threshold keeps every value equal to it, so fewer than
+    ``j`` images may lie above it; ``n_rejected`` counts what is, and the bound uses that count.
+
+    Examples
+    --------
+    >>> choice = false_reject_threshold(np.arange(1.0, 21.0), target_rate=0.1)
+    >>> choice.threshold, choice.n_rejected, round(choice.upper_bound, 3)
+    (18.0, 2, 0.283)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"values must be a non-empty 1-D array of finite scores, got shape {values.shape}; "
+                         "pass one statistic per normal validation image")
+    metrics.check_scalar(target_rate, "target_rate", low=0, high=1, high_open=True,
+                         hint="e.g. 0.01 to reject about one good part in a hundred")
+    n = values.size
+    n_allowed = math.floor(target_rate * n + 1e-9)  # 1e-9: 0.1 * 20 is 2.0000000000000004 in floats
+    threshold = float(np.sort(values)[n - 1 - min(n_allowed, n - 1)])
+    n_rejected = int((values > threshold).sum())
+    return FalseRejectThreshold(threshold=threshold, n_validation=n, n_rejected=n_rejected, rate=n_rejected / n,
+                                upper_bound=false_reject_bound(n, n_rejected, confidence=confidence),
+                                confidence=confidence, reachable_rates=np.arange(n) / n)
+
+
+def per_image_region_thresholds(validation_maps: np.ndarray, min_defect_area: int) -> np.ndarray:
+    """The minimum-defect-area threshold of each validation map on its own.
+
+    An image is flagged at threshold ``t`` (``metrics.classify`` with ``min_defect_area``) exactly
+    when its own value here is greater than ``t``, so these values turn the region rule into a
+    per-image statistic, and :func:`min_defect_area_threshold` is their maximum.
+
+    Parameters
+    ----------
+    validation_maps : ndarray of shape (N, H, W), real
+    min_defect_area : int
+
+    Returns
+    -------
+    ndarray of shape (N,), float64
+
+    Examples
+    --------
+    >>> maps = np.zeros((2, 4, 4)); maps[0, :2, :2] = 3.0; maps[1, 0, 0] = 5.0
+    >>> per_image_region_thresholds(maps, 2).tolist()
+    [3.0, 0.0]
+    """
+    maps = metrics.check_maps(validation_maps, name="validation_maps")
+    return np.array([min_defect_area_threshold(one[None], min_defect_area) for one in maps])

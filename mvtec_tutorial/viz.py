@@ -16,6 +16,9 @@ return ``ax.figure``.
 """
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from itertools import zip_longest
 from typing import Any, Callable, Sequence
 
@@ -147,8 +150,15 @@ def _thin(fprs: np.ndarray, rates: np.ndarray, n_negatives: int) -> tuple[np.nda
     return fprs[keep], rates[keep]
 
 
-def _outline(ax: Axes, mask: Any) -> None:
-    """Draw the boundary of a boolean (H, W) mask; nothing when it is empty or full."""
+def outline(ax: Axes, mask: Any) -> None:
+    """Draw the boundary of a ground-truth mask in :data:`MASK_COLOUR` on ``ax`` (over an image or a map).
+
+    Parameters
+    ----------
+    ax : Axes
+    mask : array of shape (H, W), bool, or None
+        Nothing is drawn for None or a mask that is empty or full.
+    """
     if mask is None:
         return
     mask = np.asarray(mask, dtype=bool)
@@ -179,7 +189,7 @@ def overlay_mask(ax: Axes, image: Any, mask: Any) -> Axes:
         ``ax``.
     """
     ax.imshow(_to_hwc(image))
-    _outline(ax, mask)
+    outline(ax, mask)
     return ax
 
 
@@ -261,6 +271,13 @@ def category_gallery(dataset: Any, *, per_type: int = 4, seed: int = 0) -> Figur
     return figure
 
 
+#: Percentiles of all maps that end :func:`show_maps`'s default colour scale: the top half percent
+#: of pixels (often one small region of one image) would otherwise set the scale for every map.
+SCALE_PERCENTILES = (0.0, 99.5)
+#: Characters per line of a row label in :func:`show_maps` (about the height of one row).
+ROW_LABEL_WIDTH = 22
+
+
 def show_maps(images: Any, maps: Any, *, masks: Any = None, titles: Sequence[str] | None = None,
               vmin: float | None = None, vmax: float | None = None, threshold: float | None = None) -> Figure:
     """Show anomaly maps over their images, one image per row.
@@ -276,9 +293,12 @@ def show_maps(images: Any, maps: Any, *, masks: Any = None, titles: Sequence[str
     maps : array of shape (N, H, W), float; higher = more anomalous.
     masks : array of shape (N, H, W), bool, optional
     titles : sequence of N str, optional
-        Row labels, e.g. defect type and image score.
+        Row labels, e.g. defect type and image score; wrapped to :data:`ROW_LABEL_WIDTH`
+        characters a line so that a long label neither leaves the figure nor runs into the next row's.
     vmin, vmax : float, optional
-        Ends of the shared colour scale; default the minimum and maximum over all ``maps``.
+        Ends of the shared colour scale; default the :data:`SCALE_PERCENTILES` of all ``maps``, so
+        that a few extreme pixels (a squared residual, say) do not turn every other map black;
+        values beyond an end are drawn in its colour, and the colour bar shows an arrow there.
         Fix them to compare figures of different methods fairly.
     threshold : float, optional
         Adds the binarised-map column.
@@ -306,8 +326,8 @@ def show_maps(images: Any, maps: Any, *, masks: Any = None, titles: Sequence[str
     _check_length("titles", titles, len(images))
     columns = ["image", "anomaly map"] + ["ground truth"] * (masks is not None)
     columns += [] if threshold is None else [f"map > {threshold:.3g}"]
-    norm = Normalize(vmin=float(maps.min()) if vmin is None else vmin,
-                     vmax=float(maps.max()) if vmax is None else vmax)
+    low, high = np.percentile(maps, SCALE_PERCENTILES)
+    norm = Normalize(vmin=float(low) if vmin is None else vmin, vmax=float(high) if vmax is None else vmax)
     binary = None if threshold is None else metrics.binarize(maps, threshold)
     figure, axes = _image_grid(len(images), len(columns), extra_width=0.8)
     for index, row in enumerate(axes):
@@ -315,18 +335,21 @@ def show_maps(images: Any, maps: Any, *, masks: Any = None, titles: Sequence[str
         overlay_mask(row[0], images[index], None)
         row[1].imshow(_to_hwc(images[index]).mean(axis=-1), cmap="gray", vmin=0.0, vmax=1.0)
         row[1].imshow(maps[index], cmap=ANOMALY_CMAP, norm=norm, alpha=HEATMAP_ALPHA)
-        _outline(row[1], mask)
+        outline(row[1], mask)
         if masks is not None:
             overlay_mask(row[2], images[index], mask)
         if binary is not None:
             row[-1].imshow(binary[index], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            _outline(row[-1], mask)
+            outline(row[-1], mask)
         if titles is not None:
-            row[0].set_ylabel(titles[index])
+            row[0].set_ylabel(textwrap.fill(titles[index], ROW_LABEL_WIDTH))
     for ax, name in zip(axes[0], columns):
         ax.set_title(name)
+    below, above = maps.min() < norm.vmin, maps.max() > norm.vmax
     figure.colorbar(ScalarMappable(norm=norm, cmap=ANOMALY_CMAP), ax=axes[:, -1],
-                    label="anomaly score (higher = more anomalous)")
+                    label="anomaly score (higher = more anomalous)",
+                    extend={(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above),
+                                                                                                    "both"))
     figure.suptitle(f"Anomaly maps {_caption(images.shape, outlined=masks is not None)}")
     return figure
 
@@ -397,7 +420,8 @@ def plot_pro(masks: Any, maps: Any, *, fpr_limit: float = metrics.DEFAULT_FPR_LI
     label : str, optional
         Legend name of the curve; the AU-PRO is appended.
     log_scale : bool, default=False
-        Logarithmic FPR axis from one false positive pixel to all.
+        Logarithmic FPR axis from one false positive pixel to all; the AU-PRO region is then not
+        shaded, since an area on a log axis is not the area AU-PRO integrates.
 
     Returns
     -------
@@ -424,15 +448,19 @@ def plot_pro(masks: Any, maps: Any, *, fpr_limit: float = metrics.DEFAULT_FPR_LI
     fprs, pros = _thin(fprs, pros, n_defect_free)
     ax = _curve_axes(ax)
     (curve,) = ax.plot(fprs, pros, label=f"{label or 'PRO'} (AU-PRO {score:.3f})")
+    # AU-PRO integrates over a linear FPR axis: on a log axis a shaded area would misstate it (the
+    # decade below 0.001 would look as large as the one below 0.1), so only the linear plot shades.
     # The shade ends at fpr_limit by construction, not by a clip rectangle: one from x = 0 is
-    # unbounded on a log axis, and a clip rectangle replaces the clipping to the Axes.
-    inside = fprs <= fpr_limit
-    ax.fill_between(np.r_[fprs[inside], fpr_limit], np.r_[pros[inside], pro_at_limit],
-                    color=curve.get_color(), alpha=0.2, linewidth=0)
+    # unbounded on a log axis set afterwards, and a clip rectangle replaces the clipping to the Axes.
+    if not log_scale:
+        inside = fprs <= fpr_limit
+        ax.fill_between(np.r_[fprs[inside], fpr_limit], np.r_[pros[inside], pro_at_limit],
+                        color=curve.get_color(), alpha=0.2, linewidth=0)
     if not any(line.get_gid() == "fpr_limit" for line in ax.lines):
         ax.axvline(fpr_limit, linestyle="--", color="grey", linewidth=1, gid="fpr_limit")
     return _finish_fpr_plot(ax, n_negatives=n_defect_free, log_scale=log_scale,
-                            title=f"PRO curve (shaded: AU-PRO region, FPR up to {fpr_limit:g})",
+                            title=(f"PRO curve (AU-PRO: area up to FPR {fpr_limit:g} on a linear axis)" if log_scale
+                                   else f"PRO curve (shaded: AU-PRO region, FPR up to {fpr_limit:g})"),
                             xlabel="false positive rate (fraction of defect-free pixels)",
                             ylabel="per-region overlap (mean fraction of\neach defect region detected)")
 
@@ -628,7 +656,7 @@ def threshold_explorer(masks: Any, maps: Any, labels: Any, *, scores: Any = None
     for ax, index in zip(example_axes, examples):
         example_images.append(ax.imshow(np.zeros_like(masks[index]), cmap="gray", vmin=0, vmax=1,
                                         interpolation="nearest"))
-        _outline(ax, masks[index])
+        outline(ax, masks[index])
         ax.set(xticks=[], yticks=[])
 
     def redraw(threshold: float, min_defect_area: int) -> None:
@@ -846,3 +874,39 @@ def pipeline_diagram(stages: Sequence[str | tuple[str, str]], *, title: str,
         if y < 0 and branch_from is not None:
             ax.annotate("", xy=(offset + 0.5, y + 0.25), xytext=(branch_from + 0.5, 0.4 - 0.25), arrowprops=arrow)
     return figure
+
+
+def source(obj: Any) -> str:
+    """The source of a package function or class without its docstrings, for printing in a notebook.
+
+    A notebook that teaches an algorithm prints the package's own code rather than a copy; the
+    docstrings (parameters, shapes, examples) are the reference, not the lesson, and would double
+    the listing.
+
+    Parameters
+    ----------
+    obj : function, method or class
+
+    Returns
+    -------
+    str
+        ``inspect.getsource(obj)``, dedented, with the docstring of every function and class in it removed.
+
+    Examples
+    --------
+    >>> def scaled(x):
+    ...     '''Twice x.'''
+    ...     return 2 * x
+    >>> print(source(scaled))
+    def scaled(x):
+        return 2 * x
+    <BLANKLINE>
+    """
+    code = textwrap.dedent(inspect.getsource(obj))
+    lines = code.splitlines(keepends=True)
+    docstrings = [node.body[0] for node in ast.walk(ast.parse(code))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and ast.get_docstring(node, clean=False) is not None]
+    skip = {line for doc in docstrings for line in range(doc.lineno - 1, doc.end_lineno)}
+    return "".join(line for number, line in enumerate(lines) if number not in skip)
+

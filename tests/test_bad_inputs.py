@@ -8,6 +8,7 @@ import io
 import os
 import struct
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from mvtec_tutorial import data, metrics, thresholds
 
@@ -360,6 +362,550 @@ def test_download_on_a_python_without_extraction_filters_fails_before_fetching(t
     assert server.requests == [] and list(tmp_path.iterdir()) == []
 
 
+# --------------------------------------------------------------------------- round two: files, environment, CLI, models
+def users_files(folder: Path) -> dict[Path, bytes]:
+    """A user's own files in ``folder``, as a {path: content} dict to compare with afterwards."""
+    files = {folder / "my_model.pt": b"weights", folder / "notes.txt": b"mine", folder / "sub" / "old.pt": b"kept"}
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def still_there(files: dict[Path, bytes]) -> bool:
+    return all(path.is_file() and path.read_bytes() == content for path, content in files.items())
+
+
+def test_cache_clear_deletes_only_the_fits_it_wrote(tmp_path, monkeypatch):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    mine = users_files(tmp_path)
+    record = cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False)
+    (tmp_path / f"MeanImage-{'0' * 32}.pt").write_bytes(b"named like a fit, but not the cache's")
+    mine[tmp_path / f"MeanImage-{'0' * 32}.pt"] = b"named like a fit, but not the cache's"
+    assert cache.clear() == 1
+    assert not record.path.exists() and still_there(mine)
+
+
+@pytest.mark.parametrize("where", ["folder", "home"])
+def test_cache_clear_refuses_a_folder_it_did_not_create(tmp_path, monkeypatch, where):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mine = users_files(tmp_path)
+    with pytest.raises(FileExistsError, match="has no .mvtec_tutorial_cache, so the fit cache did not create it; "
+                                              "nothing was deleted"):
+        cache.clear(tmp_path if where == "folder" else "~")
+    assert still_there(mine)
+
+
+@pytest.mark.parametrize("value", ["1", "on", "TRUE"])
+def test_cache_on_switches_mean_the_default_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache
+
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() == cache.DEFAULT_CACHE_DIR
+
+
+@pytest.mark.parametrize("value", ["none", "disabled", "OFF", " False "])
+def test_cache_off_switches_create_no_folder(tmp_path, monkeypatch, value):
+    from mvtec_tutorial import cache, models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(cache.CACHE_ENV, value)
+    assert cache.cache_dir() is None
+    assert cache.fit(models.MeanImage(), torch.rand(2, 3, 8, 8), progress=False).path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("Yes", True), ("ON", True),
+                                             ("0", False), ("false", False), ("no", False), ("Off", False),
+                                             ("", False)])
+def test_fast_mode_reads_booleans(monkeypatch, value, expected):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, value)
+    assert settings.fast_mode() is expected
+
+
+def test_fast_mode_refuses_anything_else_naming_the_variable(monkeypatch):
+    from mvtec_tutorial import settings
+
+    monkeypatch.setenv(settings.FAST_ENV, "fast")
+    with pytest.raises(ValueError, match="MVTEC_TUTORIAL_FAST='fast' is not an on/off value; set it to one of 1, "
+                                         "true, yes, on"):
+        settings.fast_mode()
+
+
+def test_synthetic_overwrite_removes_only_what_the_generator_wrote(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=3, n_test_good=1, n_test_per_defect=2, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    folder = tmp_path / "pill"
+    mine = {folder / "my_notes.txt": b"mine", folder / "test" / "my_defect" / "000.png": b"my image",
+            folder / "train" / "good" / "my_extra.png": b"my normal image"}
+    for path, content in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    synthetic.make_dataset(tmp_path, "pill", **{**options, "seed": 1, "n_train": 2, "n_test_per_defect": 1},
+                           overwrite=True)
+    assert still_there(mine)
+    assert sorted(p.name for p in (folder / "train" / "good").iterdir()) == ["000.png", "001.png", "my_extra.png"]
+    assert not (folder / "test" / "crack" / "001.png").exists()
+    assert len(data.MVTecAD(tmp_path, "pill", "test", defect_types=["crack"])) == 1
+
+
+def test_synthetic_overwrite_with_an_unreadable_manifest_deletes_nothing(tmp_path):
+    from mvtec_tutorial import synthetic
+
+    options = dict(image_size=32, n_train=1, n_test_good=1, n_test_per_defect=1, progress=False)
+    synthetic.make_dataset(tmp_path, "pill", **options)
+    (tmp_path / "pill" / synthetic.MANIFEST_NAME).write_text("{damaged")
+    before = sorted(p for p in (tmp_path / "pill").rglob("*"))
+    with pytest.raises(FileExistsError, match="synthetic.json is unreadable, .*nothing was deleted"):
+        synthetic.make_dataset(tmp_path, "pill", **options, overwrite=True)
+    assert sorted(p for p in (tmp_path / "pill").rglob("*")) == before
+
+
+@pytest.mark.parametrize("predictions", [np.array([0.2, 0.9]), np.array(["0", "1"])], ids=["scores", "strings"])
+def test_classification_accuracy_refuses_scores_and_strings_as_predictions(predictions):
+    with pytest.raises(ValueError, match="predictions must be 0/1 or bool .*for anomaly scores pass scores > threshold"):
+        metrics.classification_accuracy(np.array([0, 1]), predictions)
+
+
+def test_classification_accuracy_refuses_string_labels():
+    with pytest.raises(ValueError, match="labels must contain only 0 .* got values \\['defective' 'good'\\].*"
+                                         "labels == 'defective'"):
+        metrics.classification_accuracy(np.array(["good", "defective"]), np.array([0, 1]))
+
+
+def test_min_defect_area_above_the_image_area_is_refused_like_the_threshold_rule():
+    area = 10**9
+    with pytest.raises(ValueError, match=f"min_defect_area={area} exceeds the 16 pixels of one 4 x 4 map, so every "
+                                         "image would be called good; pass at most H \\* W pixels"):
+        metrics.classify(MAPS, 0.5, min_defect_area=area)
+    with pytest.raises(ValueError, match=f"min_defect_area must be an integer in \\[1, 16\\], got {area}"):
+        thresholds.min_defect_area_threshold(MAPS, area)
+    assert metrics.classify(MAPS, 0.0, min_defect_area=16).all()  # the whole 4 x 4 map above: still found
+
+
+def register_broken_method(monkeypatch):
+    """Declare, for this test only, a benchmark method "broken" whose fit fails (as when memory runs out)."""
+    from mvtec_tutorial import models
+    from mvtec_tutorial.models import base
+
+    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))
+
+    class Broken(models.MeanImage):
+        benchmark_names = {"broken": {}}
+        schedules = models.MeanImage.schedules
+
+        def _fit(self, images):
+            raise RuntimeError("out of memory")
+
+
+def test_benchmark_command_exits_non_zero_when_a_cell_failed(synthetic_root, tmp_path, monkeypatch, capsys):
+    from mvtec_tutorial import benchmark
+
+    register_broken_method(monkeypatch)
+    with pytest.raises(SystemExit, match="1 cell\\(s\\) failed: bottle / broken; .*run again") as exit_:
+        benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "broken", "mean_image",
+                        "--image-size", "32", "--no-cache", "--out", str(tmp_path)])
+    assert exit_.value.code != 0
+    assert "| mean_image |" in capsys.readouterr().out  # the cells that worked are measured and shown
+
+
+def test_benchmark_takes_a_single_category_and_method_name_as_one_item(synthetic_root, tmp_path):
+    from mvtec_tutorial import benchmark
+
+    results = benchmark.run(synthetic_root, "bottle", "mean_image", tmp_path, image_size=32, cache=False,
+                            progress=False)
+    assert set(results["category"]) == {"bottle"} and set(results["method"]) == {"mean_image"}
+
+
+def test_benchmark_out_expands_the_home_folder(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    benchmark.main(["--root", str(synthetic_root), "--categories", "bottle", "--methods", "mean_image",
+                    "--image-size", "32", "--no-cache", "--out", "~/res"])
+    assert (tmp_path / "home" / "res" / "results.csv").is_file() and not (tmp_path / "~").exists()
+
+
+def test_benchmark_results_write_that_fails_leaves_no_part_file(synthetic_root, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mvtec_tutorial import benchmark
+
+    def disk_full(self, path, **kwargs):
+        Path(path).write_text("category,meth")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: pd.DataFrame(columns=benchmark.COLUMNS))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_benchmark_data_fingerprint_takes_a_file_name_that_is_not_utf8(tmp_path):
+    from mvtec_tutorial import benchmark
+
+    root = fake_tree(tmp_path)
+    before = benchmark.data_fingerprint(root, CATEGORY)
+    with open(os.fsencode(root / CATEGORY / "test") + b"/caf\xe9.png", "wb") as file:  # Latin-1, as from old Windows
+        file.write(b"x")
+    after = benchmark.data_fingerprint(root, CATEGORY)
+    assert len(after) == 64 and after != before
+
+
+def test_benchmark_stale_lock_fails_before_the_cell_is_computed(synthetic_root, tmp_path, monkeypatch):
+    from mvtec_tutorial import benchmark
+
+    lock = tmp_path / ".results.lock"
+    lock.write_text(str(os.getpid()))  # a live process number, e.g. reused after the writer was killed
+    ten_minutes_ago = time.time() - 600
+    os.utime(lock, (ten_minutes_ago, ten_minutes_ago))
+    calls = []
+    monkeypatch.setattr(benchmark, "run_cell", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(RuntimeError, match="has held .*results.lock for 600 s; .*delete the lock if no run"):
+        benchmark.run(synthetic_root, ["bottle"], ["mean_image"], tmp_path, image_size=32, progress=False)
+    assert calls == []
+
+
+def broken_settings():
+    """Hyperparameters that used to fit and then give wrong maps, each with the start of its message."""
+    from mvtec_tutorial import models
+
+    return {
+        "PaDiM regularization=-1": (lambda: models.PaDiM(regularization=-1),
+                                    "regularization must be a real number > 0, got -1; the paper adds 0.01"),
+        "MeanImage std_floor=0": (lambda: models.MeanImage(std_floor=0),
+                                  "std_floor must be a real number > 0, got 0; .*divides by zero"),
+        "MeanImage std_floor=-1": (lambda: models.MeanImage(std_floor=-1), "std_floor must be a real number > 0"),
+        "MeanImage smoothing_sigma=-2": (lambda: models.MeanImage(smoothing_sigma=-2),
+                                         "smoothing_sigma must be a real number >= 0, got -2; .*0 turns it off"),
+        "PatchCore projection_dim=0": (lambda: models.PatchCore(projection_dim=0),
+                                       "projection_dim must be an integer >= 1, got 0; .*None compares the full"),
+        "PatchCore smoothing_sigma=-1": (lambda: models.PatchCore(smoothing_sigma=-1),
+                                         "smoothing_sigma must be a real number >= 0"),
+        "VariationModel std_floor=0": (lambda: models.VariationModel(std_floor=0), "std_floor must be a real number > 0"),
+        "VariationModel upsample_factor=0": (lambda: models.VariationModel(upsample_factor=0),
+                                             "upsample_factor must be an integer >= 1"),
+        "GMMTexture n_components=0": (lambda: models.GMMTexture(n_components=0), "n_components must be an integer >= 1"),
+        "FeatureDictionary n_fit_patches=0": (lambda: models.FeatureDictionary(patch_size=8, n_fit_patches=0),
+                                              "n_fit_patches must be an integer >= 1"),
+        "ConvAutoencoder epochs=0": (lambda: models.ConvAutoencoder(epochs=0), "epochs must be a positive integer"),
+        "ConvAutoencoder learning_rate=-1": (lambda: models.ConvAutoencoder(learning_rate=-1e-3),
+                                             "learning_rate must be a real number > 0"),
+        "AnoGAN feature_weight=2": (lambda: models.AnoGAN(work_size=16, feature_weight=2),
+                                    "feature_weight must be a real number in \\[0, 1\\], got 2"),
+        "FAnoGAN kappa=-1": (lambda: models.FAnoGAN(work_size=16, kappa=-1), "kappa must be a real number >= 0"),
+    }
+
+
+@pytest.mark.parametrize("case", list(broken_settings()))
+def test_hyperparameter_that_breaks_a_method_is_refused_at_fit(case):
+    make, message = broken_settings()[case]
+    detector = make()
+    with pytest.raises(ValueError, match=message):
+        detector.fit(torch.rand(4, 3, 32, 32), progress=False)
+    assert not hasattr(detector, "image_shape_")  # nothing learned, nothing half-fitted
+
+
+def test_seed_none_is_refused_saying_what_to_pass():
+    from mvtec_tutorial import models
+    from mvtec_tutorial.models import supervised
+
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        models.MeanImage(seed=None).fit(torch.rand(2, 3, 8, 8), progress=False)
+    with pytest.raises(TypeError, match="seed must be an integer >= 0, got None \\(NoneType\\); .*pass e.g. seed=0"):
+        supervised.SupervisedClassifier(seed=None).fit(torch.rand(2, 3, 8, 8), np.array([0, 1]), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one distinct patch: the point
+def test_gmm_texture_on_uniform_images_is_refused_not_nan():
+    from mvtec_tutorial import models
+
+    with pytest.raises(ValueError, match="no texture on pyramid levels \\[0, 1\\].*use MeanImage or VariationModel"):
+        models.GMMTexture(n_levels=2, n_fit_patches=500).fit(torch.full((3, 3, 32, 32), 0.5), progress=False)
+
+
+def test_three_grayscale_images_stacked_as_one_rgb_shape_are_refused():
+    from mvtec_tutorial import models
+
+    grayscale = np.random.default_rng(0).random((3, SIZE, SIZE), dtype=np.float32)
+    with pytest.raises(ValueError, match="got a 3-D array \\(3, 8, 8\\): one RGB image or 3 grayscale images\\? "
+                                         "Pass images as \\(N, 3, H, W\\): one image as image\\[None\\]"):
+        models.MeanImage().fit(grayscale, progress=False)
+    fitted = models.MeanImage().fit(np.repeat(grayscale[:, None], 3, axis=1), progress=False)  # the fix it names
+    assert fitted.mean_.shape == (3, SIZE, SIZE)
+
+
+def not_images(root: Path) -> dict:
+    """What users pass to fit instead of images, with the start of what the error tells them."""
+    from torch.utils.data import DataLoader
+
+    dataset = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    paths = sorted((root / CATEGORY / "train" / "good").iterdir())
+    return {
+        "list of paths": ([str(p) for p in paths], "got file paths .*data.read_folder\\(folder\\)"),
+        "folder": (root / CATEGORY / "train", "got file paths .*data.MVTecAD\\(root, category, 'train'\\)"),
+        "DataLoader": (DataLoader(dataset, batch_size=2), "got a DataLoader; pass its dataset \\(loader.dataset\\)"),
+        "Split": (data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.5, progress=False),
+                  "got a whole Split; pass split.train to fit"),
+    }
+
+
+@pytest.mark.parametrize("case", ["list of paths", "folder", "DataLoader", "Split"])
+def test_fit_on_something_that_is_not_images_says_how_to_load_them(tmp_path, case):
+    from mvtec_tutorial import models
+
+    value, message = not_images(fake_tree(tmp_path))[case]
+    with pytest.raises(TypeError, match="fit and predict take images: a Dataset of item dicts \\(MVTecAD\\) or a "
+                                        f"tensor/ndarray \\(N, 3, H, W\\) float in \\[0, 1\\], {message}"):
+        models.MeanImage().fit(value, progress=False)
+
+
+def test_one_training_image_says_what_actually_works(tmp_path):
+    from mvtec_tutorial import models
+
+    root = fake_tree(tmp_path, n_train=1)
+    for fraction in (0.2, 0.01):  # no fraction helps, so the message must not suggest one
+        with pytest.raises(ValueError, match="got 1 training image\\(s\\), but at least 2 are needed.*add normal "
+                                             "images to train/good, or fit the detector on your images directly"):
+            data.load_split(root, CATEGORY, image_size=None, validation_fraction=fraction, progress=False)
+    train = data.MVTecAD(root, CATEGORY, "train", image_size=None)
+    assert models.MeanImage().fit(train, progress=False).mean_.shape == (3, SIZE, SIZE)  # the fix it names works
+
+
+def test_validation_fraction_too_large_for_two_images_names_the_largest_that_works(tmp_path):
+    root = fake_tree(tmp_path, n_train=2)
+    with pytest.raises(ValueError, match="cannot hold out 2 of 2 images; use a validation_fraction below 0.75"):
+        data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.8, progress=False)
+    split = data.load_split(root, CATEGORY, image_size=None, validation_fraction=0.7, progress=False)
+    assert (len(split.train), len(split.validation)) == (1, 1)
+
+
+# --------------------------------------------------------------------------- round two: images, masks, download
+def through_jpeg(values: np.ndarray) -> np.ndarray:
+    """``values`` (uint8) after a JPEG round trip: the ringing an export through JPEG leaves."""
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(buffer))
+
+
+def soft_square() -> np.ndarray:
+    """SQUARE drawn anti-aliased: a ring of pixels a third covered around it."""
+    values = SQUARE.astype(np.uint8) * 255
+    values[ndimage.binary_dilation(SQUARE) & ~SQUARE] = 85
+    return values
+
+
+SOFT_MASKS = {
+    "anti-aliased": soft_square,
+    "JPEG artefacts": lambda: through_jpeg(SQUARE.astype(np.uint8) * 255),
+    "export noise of 1-2 levels": lambda: (SQUARE * 255 + ~SQUARE * np.random.default_rng(4).integers(
+        0, 3, SQUARE.shape)).astype(np.uint8),
+}
+
+
+@pytest.mark.parametrize("kind", SOFT_MASKS)
+def test_soft_mask_is_binarised_at_half_its_brightest_value(tmp_path, kind):
+    root = fake_tree(tmp_path)
+    values = SOFT_MASKS[kind]()
+    assert np.count_nonzero(values) > SQUARE.sum()  # any non-zero pixel would grow the defect
+    save(values, mask_path(root, 0))
+    np.testing.assert_array_equal(first_item(root, "test")["mask"].numpy(), SQUARE)
+
+
+def test_inverted_mask_is_refused_naming_the_file(tmp_path):
+    root = fake_tree(tmp_path)
+    save((~SQUARE).astype(np.uint8) * 255, mask_path(root, 0))
+    with pytest.raises(ValueError, match="mask .*000_mask.png marks 55 of 64 px .*looks inverted.*Invert it"):
+        first_item(root, "test")
+
+
+def test_rgba_mask_with_the_defect_only_in_alpha(tmp_path):
+    root = fake_tree(tmp_path)
+    transparent_black = np.dstack([np.zeros((SIZE, SIZE, 3), np.uint8), SQUARE.astype(np.uint8) * 255])
+    save(Image.fromarray(transparent_black, "RGBA"), mask_path(root, 0))
+    np.testing.assert_array_equal(first_item(root, "test")["mask"].numpy(), SQUARE)
+
+
+def own_folder(root: Path, images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    """``root/images/<name>`` and ``root/masks/<name>``, as a folder of one's own (read_folder's layout)."""
+    for folder, files in (("images", images), ("masks", masks)):
+        for name, values in files.items():
+            save(values, root / folder / name)
+    return root / "images", root / "masks"
+
+
+def folder_masks(images: Path, masks: Path, **kwargs) -> np.ndarray:
+    _, paths = data.read_folder(images, image_size=None)
+    return data.read_folder_masks(masks, paths, image_folder=images, image_size=None, **kwargs)
+
+
+def test_tif_mask_is_found(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"a.png": image, "b.png": image}, {"b.tif": SQUARE.astype(np.uint8) * 255})
+    np.testing.assert_array_equal(folder_masks(images, masks)[1], SQUARE)
+    root = fake_tree(tmp_path / "mvtec")  # the MVTec layout wants <name>_mask.png and says so
+    save(SQUARE.astype(np.uint8) * 255, mask_path(root, 0).with_suffix(".tif"))
+    mask_path(root, 0).unlink()
+    with pytest.raises(FileNotFoundError, match="no ground-truth mask .*crack/000.png \\(other files there: "
+                                                "000_mask.tif; masks must be PNG"):
+        data.MVTecAD(root, CATEGORY, "test")
+
+
+def test_two_images_differing_only_in_their_ending_cannot_share_a_mask(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"a.png": image, "a.jpg": image}, {"a_mask.png": SQUARE.astype(np.uint8)})
+    with pytest.raises(ValueError, match="images .*a.jpg and .*a.png differ only in their ending, so both would "
+                                         "take the mask .*a_mask.png; rename one"):
+        folder_masks(images, masks)
+
+
+def test_mask_named_like_an_image_is_not_given_to_another_image(tmp_path):
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    images, masks = own_folder(tmp_path, {"foo.png": image, "foo_mask.png": image},
+                               {"foo_mask.png": SQUARE.astype(np.uint8)})
+    with pytest.raises(ValueError, match="mask .*foo_mask.png could belong to two images, foo_mask and foo"):
+        folder_masks(images, masks)
+
+
+def save_rotated_by_exif(values: np.ndarray, path: Path) -> None:
+    """Store ``values`` (upright) as a camera does: pixels turned, EXIF orientation 6 (turn clockwise to view)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rot90(values, k=1).copy()).save(path, exif=exif)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
+    root = fake_tree(tmp_path)
+    upright = np.random.default_rng(5).integers(0, 256, (SIZE, 2 * SIZE, 3), dtype=np.uint8)  # 16 wide, 8 high
+    mask = np.zeros((SIZE, 2 * SIZE), dtype=bool)
+    mask[1:4, 10:14] = True  # off the diagonal: any wrong turn moves it
+    save_rotated_by_exif(upright, image_path(root, 0))
+    save_rotated_by_exif(mask.astype(np.uint8) * 255, mask_path(root, 0))
+    item = first_item(root, "test")
+    np.testing.assert_array_equal(np.rint(item["image"].permute(1, 2, 0).numpy() * 255), upright)
+    np.testing.assert_array_equal(item["mask"].numpy(), mask)
+    images, paths = data.read_folder(image_path(root, 0).parent, image_size=None, pattern="000.png")
+    assert tuple(images.shape) == (1, 3, SIZE, 2 * SIZE)
+
+
+def test_read_folder_pattern_ignores_case_and_names_the_files_it_left_out(tmp_path):
+    for name in ("a.png", "B.PNG", "c.bmp", "d.gif"):
+        save(np.zeros((SIZE, SIZE, 3), np.uint8), tmp_path / name)
+    with pytest.warns(UserWarning, match="left out image files .*: 1 not matching pattern '\\*\\*/\\*.png' "
+                                         "\\(pass pattern='\\*\\*/\\*' to read them\\): c.bmp$"):
+        _, paths = data.read_folder(tmp_path, image_size=None, pattern="**/*.png")
+    assert [path.name for path in paths] == ["B.PNG", "a.png"]
+    with pytest.warns(UserWarning, match="left out image files .*: 1 of a format not read \\(read: .png, .*convert "
+                                         "them to PNG\\): d.gif$"):
+        _, paths = data.read_folder(tmp_path, image_size=None)
+    assert [path.name for path in paths] == ["B.PNG", "a.png", "c.bmp"]
+
+
+def test_fifo_named_like_an_image_is_refused_not_read(tmp_path):
+    import signal
+
+    root = fake_tree(tmp_path)
+    image_path(root, 0, "good", "train").unlink()
+    os.mkfifo(image_path(root, 0, "good", "train"))  # opening it for reading would wait for a writer forever
+
+    def hang(*_):
+        raise TimeoutError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(10)
+    try:
+        with pytest.raises(OSError, match="cannot read image .*train/good/000.png: it is not a regular file"):
+            first_item(root)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_image_over_the_decompression_bomb_limit_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    root = fake_tree(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", SIZE * SIZE // 4)  # Pillow refuses images over twice this
+    with pytest.raises(OSError, match="cannot read image .*train/good/000.png: .*MAX_IMAGE_PIXELS = None"):
+        first_item(root)
+
+
+@pytest.mark.parametrize("image_size, error, message", [
+    (0, ValueError, "image_size must be at least 1 px, got 0"),
+    ("256", TypeError, "image_size must be a whole number of pixels or None, got '256' \\(str\\)"),
+    (64.0, TypeError, "image_size must be a whole number of pixels or None, got 64.0 \\(float\\)"),
+])
+def test_image_size_that_is_not_a_whole_number_of_pixels_is_refused(tmp_path, image_size, error, message):
+    root = fake_tree(tmp_path)
+    with pytest.raises(error, match=message):
+        data.MVTecAD(root, CATEGORY, "train", image_size=image_size)
+    with pytest.raises(error, match=message):
+        data.read_folder(root, image_size=image_size)
+
+
+def test_download_of_no_categories_is_refused_before_fetching(tmp_path, monkeypatch):
+    server = FakeServer(b"")
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    with pytest.raises(ValueError, match="categories is empty, so there is nothing to extract; pass None"):
+        data.download(tmp_path, [], url=URL)
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_download_interrupted_while_extracting_leaves_no_partial_category(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
+    archive.write_bytes(content)
+    extract, calls = tarfile.TarFile.extract, []
+
+    def interrupted(self, member, *args, **kwargs):
+        calls.append(member)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C
+        return extract(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", interrupted)
+    root = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        data.download(root, ["bottle"], archive=archive, sha256=sha256(content))
+    assert list(root.iterdir()) == []  # neither the category nor the scratch folder
+    with pytest.raises(ValueError, match="unknown category 'bottle'"):
+        data.MVTecAD(root, CATEGORY, "train")
+    monkeypatch.setattr(tarfile.TarFile, "extract", extract)
+    data.download(root, ["bottle"], archive=archive, sha256=sha256(content))  # the next run completes it
+    assert len(data.MVTecAD(root, CATEGORY, "train")) == 1
+
+
+def test_download_accepts_an_upper_case_sha256_and_a_home_path(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    (tmp_path / "mvtec_anomaly_detection.tar.xz").write_bytes(content)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data.download("~/data", ["bottle"], archive="~/mvtec_anomaly_detection.tar.xz", sha256=sha256(content).upper())
+    assert (tmp_path / "data" / CATEGORY / "train" / "good" / "000.png").is_file()
+
+
+def test_download_never_renames_an_archive_it_did_not_write(tmp_path, monkeypatch):
+    content = fake_archive(tmp_path)
+    server = FakeServer(content)
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    root = tmp_path / "data"
+    root.mkdir()
+    users = root / "mvtec_anomaly_detection.tar.xz"  # put there by hand, under the name download() looks for
+    users.write_bytes(content[:-1])
+    with pytest.raises(ValueError, match="has SHA-256 .*; it is left as it is. Delete it and download again"):
+        data.download(root, ["bottle"], url=URL, sha256=sha256(content))
+    assert users.read_bytes() == content[:-1] and sorted(p.name for p in root.iterdir()) == [users.name]
+    assert server.requests == []
+
+
 # --------------------------------------------------------------------------- round two: persistence and image size
 def _fitted_mean_image(size=16):
     from mvtec_tutorial import models
@@ -401,7 +947,7 @@ def test_saving_into_a_read_only_folder_names_the_path(tmp_path, monkeypatch):
             def refuse(obj, file, *args, **kwargs):
                 raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
             monkeypatch.setattr(torch, "save", refuse)
-        with pytest.raises(OSError, match=f"cannot write the detector to {folder / 'det.pt'}.*a folder you can write"):
+        with pytest.raises(OSError, match=f"cannot write the MeanImage to {folder / 'det.pt'}.*a folder you can write"):
             _fitted_mean_image().save(folder / "det.pt")
     finally:
         folder.chmod(0o700)

@@ -24,6 +24,15 @@ def test_paper_tables_align_with_category_and_method_names():
     assert paper[paper["method"] == "variation_model"]["category"].nunique() == 6
 
 
+def test_the_methods_after_2019_are_declared_and_absent_from_the_paper():
+    # Notebook 08 ranks the paper's methods only; the classes that say after_2019 must be exactly the others.
+    paper_methods = set(benchmark.paper_table()["method"])
+    modern = set(benchmark.after_2019())
+    assert {"padim", "patchcore"} <= modern <= set(benchmark.methods())
+    assert not modern & paper_methods
+    assert set(benchmark.methods()) - modern - paper_methods <= {"mean_image", "f_anogan"}
+
+
 def test_grid_runs_end_to_end_and_resumes_without_recomputing(synthetic_root, tmp_path, monkeypatch):
     results = benchmark.run(synthetic_root, ["bottle", "carpet"], ["mean_image"], tmp_path, image_size=32,
                             cache=False, progress=False)

@@ -71,7 +71,7 @@ def test_off_and_the_environment_choose_the_folder(images, tmp_path, monkeypatch
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "fits"))
     assert cache.fit(models.MeanImage(), images, progress=False).path.parent == tmp_path / "fits"
     assert cache.fit(models.MeanImage(), images, progress=False).hit
-    assert cache.clear() == 1 and not list((tmp_path / "fits").iterdir())
+    assert cache.clear() == 1 and [p.name for p in (tmp_path / "fits").iterdir()] == [cache.MANIFEST_NAME]
 
 
 def test_a_damaged_entry_is_refitted_not_served(images, tmp_path, capsys):
@@ -140,4 +140,15 @@ def test_fast_predictions_are_not_kept(images, tmp_path):
     fitted = cache.fit(detector, images, directory=tmp_path, progress=False)
     assert not cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False).hit
     assert not cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False).hit
-    assert [path.name for path in tmp_path.iterdir()] == [fitted.path.name]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [cache.MANIFEST_NAME, fitted.path.name]
+
+
+def test_clear_removes_the_kept_predictions_it_wrote(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(models.MeanImage, "cache_predictions", True)
+    detector = models.MeanImage()
+    fitted = cache.fit(detector, images, directory=tmp_path, progress=False)
+    cache.predict(detector, images, fitted=fitted, directory=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("MeanImage-*-predictions-*.pt"))) == 1
+    (tmp_path / "mine.pt").write_bytes(b"the user's")
+    assert cache.clear(tmp_path) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == [cache.MANIFEST_NAME, "mine.pt"]

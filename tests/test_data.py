@@ -1,11 +1,18 @@
+import os
 import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mvtec_tutorial import data
+from mvtec_tutorial import data, settings
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def copy_category(synthetic_root, tmp_path, category="bottle"):
@@ -162,20 +169,21 @@ def test_download_from_a_manual_archive_verifies_and_extracts(synthetic_root, tm
     assert len(data.MVTecAD(root, "bottle", "test")) == len(data.MVTecAD(synthetic_root, "bottle", "test"))
 
 
-def test_tampered_archive_is_refused_and_kept_aside(synthetic_root, tmp_path):
+def test_tampered_archive_is_refused_and_the_users_file_left_as_it_is(synthetic_root, tmp_path):
     archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
     _tar_category(synthetic_root, "bottle", archive)
-    with pytest.raises(ValueError, match="SHA-256 .* expected 0000"):
+    content = archive.read_bytes()
+    with pytest.raises(ValueError, match="SHA-256 .* expected 0000.*; it is left as it is"):
         data.download(tmp_path / "out", ["bottle"], archive=archive, sha256="0" * 64)
     assert not (tmp_path / "out" / "bottle").exists()
-    assert (tmp_path / "mvtec_anomaly_detection.tar.xz.corrupt").exists()
+    assert archive.read_bytes() == content and not (tmp_path / "mvtec_anomaly_detection.tar.xz.corrupt").exists()
 
 
 def test_failed_download_keeps_partial_file_and_says_what_to_do(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(OSError, match="partial file .* is kept.*download by hand"):
         data.download(tmp_path, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz")
 
@@ -205,7 +213,7 @@ def test_download_resumes_a_partial_file(synthetic_root, tmp_path, monkeypatch):
         requested["range"] = request.get_header("Range")
         return Response(payload[1000:])
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", serve)
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
     data.download(out, ["bottle"], url="https://example.invalid/mvtec_anomaly_detection.tar.xz",
                   sha256=data.sha256_of(archive))
     assert requested["range"] == "bytes=1000-"
@@ -225,3 +233,38 @@ def test_load_split_holds_the_protocol_images(synthetic_root):
     np.testing.assert_array_equal(split.labels, labels)
     assert split.defect_types == defect_types and len(split.test_paths) == len(labels)
     assert "train 6, validation 2" in repr(split)
+
+
+# ----------------------------------------------------------------------------- paths the user gives
+def test_relative_and_home_paths_are_resolved_once_where_they_were_given(synthetic_root, tmp_path, monkeypatch):
+    copy_category(synthetic_root, tmp_path / "project" / "data")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.setenv(settings.ROOT_ENV, "data")
+    root = settings.data_root()
+    dataset = data.MVTecAD("data", "bottle", "train")
+    monkeypatch.chdir(tmp_path)  # a later change of directory changes neither
+    assert root == dataset.root == tmp_path / "project" / "data"
+    assert len(dataset[0]["image"]) == 3
+    assert data.MVTecAD("~/project/data", "bottle", "train").root == root
+    images, paths = data.read_folder("~/project/data/bottle/train", image_size=8)
+    assert paths[0].is_absolute() and len(images) == len(dataset)
+
+
+def test_make_exports_a_relative_mvtec_root_absolute_for_the_notebooks(synthetic_root, tmp_path):
+    """`MVTEC_ROOT=data/mvtec_ad make course`: nbconvert starts each kernel in notebooks/, not where make ran."""
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    copy_category(synthetic_root, tmp_path / "data" / "mvtec_ad")
+    (tmp_path / "notebooks").mkdir()
+    kernel = ("from mvtec_tutorial import data, settings; "
+              "print(settings.data_root(), len(data.MVTecAD(settings.data_root(), 'bottle', 'train')))")
+    # A recipe that starts Python in notebooks/ with make's environment, as `make course` starts each kernel.
+    recipe = f'probe: ; cd notebooks && "{sys.executable}" -c "{kernel}"'
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), settings.ROOT_ENV: "data/mvtec_ad"}
+    result = subprocess.run(["make", "--no-print-directory", "-s", "-f", str(REPOSITORY / "Makefile"),
+                             f"--eval={recipe}", "probe"], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    n_train = len(data.MVTecAD(synthetic_root, "bottle", "train"))
+    assert result.stdout.split() == [str(tmp_path / "data" / "mvtec_ad"), str(n_train)]

@@ -1,4 +1,4 @@
-"""Folders of one's own images: data.read_folder, data.read_folder_masks, data.demo_folder."""
+"""Folders of one's own images: data.read_folder, data.read_folder_masks, synthetic.demo_folder."""
 import numpy as np
 import pytest
 import torch
@@ -129,7 +129,7 @@ def test_mask_errors_name_the_file_and_the_fix(images_and_masks):
 
 def test_demo_folder_holds_the_synthetic_images_with_their_masks(tmp_path):
     sizes = dict(image_size=64, n_normal=5, n_new_good=2, n_new_per_defect=1, seed=3)
-    folder = data.demo_folder(tmp_path / "parts", **sizes)
+    folder = synthetic.demo_folder(tmp_path / "parts", **sizes)
     normal, normal_paths = data.read_folder(folder / "normal", image_size=None)
     new, new_paths = data.read_folder(folder / "new", image_size=None)
     masks = data.read_folder_masks(folder / "masks", new_paths, image_folder=folder / "new", image_size=None)
@@ -151,4 +151,4 @@ def test_demo_folder_holds_the_synthetic_images_with_their_masks(tmp_path):
 def test_demo_folder_never_overwrites(tmp_path):
     (tmp_path / "mine.png").write_bytes(b"")
     with pytest.raises(FileExistsError, match="is not empty; pass a new or empty folder"):
-        data.demo_folder(tmp_path, image_size=64, n_normal=2)
+        synthetic.demo_folder(tmp_path, image_size=64, n_normal=2)

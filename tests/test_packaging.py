@@ -34,8 +34,11 @@ def test_the_wheel_carries_the_paper_tables_and_answer_keys(installed):
     assert {"mvtec_tutorial/paper_tables/table2_classification.csv",
             "mvtec_tutorial/paper_tables/table3_segmentation.csv"} <= set(names)
     assert any(name.startswith("mvtec_tutorial/quiz_answers/") and name.endswith(".json") for name in names)
+    assert not [name for name in names if name.startswith("assets/")]  # the diagrams belong to the notebooks
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
-    assert "mvtec-benchmark = mvtec_tutorial.benchmark:main" in zipfile.ZipFile(installed[0]).read(entry_points).decode()
+    entry_points = zipfile.ZipFile(installed[0]).read(entry_points).decode()
+    assert "mvtec-benchmark = mvtec_tutorial.benchmark:main" in entry_points
+    assert "mvtec-inspect = mvtec_tutorial.inspect_cli:main" in entry_points
 
 
 def test_an_installed_copy_reads_the_paper_table_and_runs_the_benchmark(installed, synthetic_root, tmp_path):

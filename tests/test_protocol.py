@@ -218,3 +218,17 @@ def _cli_method_choices(monkeypatch):
     with pytest.raises(SystemExit):
         benchmark.main(["--help"])
     return seen["choices"]
+
+
+def test_fit_sets_no_learned_state_before_fit_returns_and_the_run_flag_is_not_state(bottle):
+    seen = {}
+
+    class Watching(models.MeanImage):  # declares no benchmark name: not registered
+        def _fit(self, images):
+            seen["learned during _fit"] = [name for name in vars(self) if name.endswith("_")]
+            super()._fit(images)
+
+    detector = Watching().fit(bottle[0], progress=False)
+    assert seen["learned during _fit"] == []
+    assert sorted(name for name in vars(detector) if name.endswith("_")) == ["image_shape_", "mean_", "std_"]
+    assert "Watching" not in {cls.__name__ for cls in benchmark.methods().values()}

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from mvtec_tutorial import data
@@ -135,7 +136,7 @@ def test_describe_settings_names_what_differs_from_the_deck():
         "ImageNet, frozen + new head, augmented")
     with pytest.raises(ValueError, match="unknown model 'vgg'; known: convnet_deck"):
         sb.make_classifier("vgg")
-    with pytest.raises(ValueError, match="unknown schedule 'paper'; use one of cpu, quick"):
+    with pytest.raises(ValueError, match="unknown schedule 'paper'; use one of quick, cpu"):
         sb.make_classifier("convnet", schedule="paper")
 
 
@@ -198,3 +199,17 @@ def test_to_markdown_formats_numbers_seconds_and_missing_values():
                            {"model": "b", "accuracy": float("nan")}])
     assert text.splitlines() == ["| model | accuracy | fit_seconds |", "|---|---|---|", "| a | 0.988 | 12.3 |",
                                  "| b | - | - |"]
+
+
+def test_leaky_copies_put_copies_of_one_photograph_on_both_sides(labelled):
+    leaky = sb.leaky_copies(labelled, n_poses=2)
+    n = len(labelled.labels)
+    assert len(leaky.labels) == 2 * n and (leaky.labels[n:] == labelled.labels).all()
+    torch.testing.assert_close(leaky.images[n + 3], labelled.images[3].flip(-1))
+    np.testing.assert_array_equal(leaky.masks[n + 3], labelled.masks[3][:, ::-1])
+    assert sorted(np.concatenate([leaky.train, leaky.evaluation])) == list(range(2 * n))
+    photograph = lambda indices: set(indices % n)
+    assert photograph(leaky.train) & photograph(leaky.evaluation)  # the leak
+    assert len(leaky.evaluation) == round(labelled.evaluation_fraction * 2 * n)
+    with pytest.raises(ValueError, match="n_poses must be between 1 and 4"):
+        sb.leaky_copies(labelled, n_poses=5)

@@ -135,12 +135,12 @@ def test_other_parameters_need_overwrite(tmp_path):
     options = {**TINY, "n_train": 1, "n_test_good": 1, "n_test_per_defect": 1, "image_size": 32}
     make_dataset(tmp_path, "carpet", **options)
     marker = tmp_path / "carpet" / "marker.txt"
-    marker.write_text("gone after a rebuild")
+    marker.write_text("the user's: kept by a rebuild")
     with pytest.raises(FileExistsError, match="other parameters.*pass overwrite=True"):
         make_dataset(tmp_path, "carpet", **{**options, "seed": 3})
     assert marker.exists()
     make_dataset(tmp_path, "carpet", **{**options, "seed": 3}, overwrite=True)
-    assert not marker.exists()
+    assert marker.exists()
     assert json.loads((tmp_path / "carpet" / MANIFEST_NAME).read_text())["seed"] == 3
 
 

@@ -163,10 +163,23 @@ def test_show_maps_columns_shared_scale_and_binarised_map(batch):
     for row, image_map in zip(grid, maps):
         heat = row[1].images[1]
         assert heat.get_cmap().name == viz.ANOMALY_CMAP
-        assert (heat.norm.vmin, heat.norm.vmax) == (maps.min(), maps.max())  # one scale for all rows
+        assert (heat.norm.vmin, heat.norm.vmax) == pytest.approx(  # one scale for all rows
+            (maps.min(), np.percentile(maps, viz.SCALE_PERCENTILES[1])))
         np.testing.assert_array_equal(heat.get_array(), image_map)
         np.testing.assert_array_equal(row[3].images[0].get_array(), image_map > 1.5)
     assert [n_outlines(ax) for ax in grid[:, 1]] == [0, 1, 1]
+
+
+def test_show_maps_scale_is_not_set_by_a_few_extreme_pixels_and_labels_wrap():
+    images = np.full((2, 3, 32, 32), 0.5, dtype=np.float32)
+    maps = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    spiked = maps.copy()
+    spiked[0, 0, 0] = 1000.0  # one squared residual far above the rest
+    figure = viz.show_maps(images, spiked, titles=["a label much longer than one row is tall, with a score"] * 2)
+    heat = figure.axes[1].images[1]
+    assert heat.norm.vmax < 2 * maps.max()
+    assert figure.axes[-1].get_label() == "<colorbar>" and figure.axes[-1]._colorbar.extend == "max"
+    assert all(len(line) <= viz.ROW_LABEL_WIDTH for line in figure.axes[0].get_ylabel().splitlines())
 
 
 def test_show_maps_without_masks_and_with_fixed_scale(batch):
@@ -257,6 +270,13 @@ def test_plot_pro_stays_inside_the_figure_on_a_log_axis(batch):
     (ax,) = viz.plot_pro(masks, maps).axes
     ax.set(xscale="log", xlim=(1e-4, 1.0))  # set afterwards, as a reader might
     assert ax.collections[0].get_tightbbox().width <= ax.bbox.width  # the shade, in display pixels
+
+
+def test_plot_pro_shades_the_au_pro_region_on_a_linear_axis_only(batch):
+    _, masks, maps = batch
+    assert len(viz.plot_pro(masks, maps).axes[0].collections) == 1
+    log_axes = viz.plot_pro(masks, maps, log_scale=True).axes[0]
+    assert not log_axes.collections and "linear axis" in log_axes.get_title()
 
 
 @pytest.mark.parametrize("plot", [viz.plot_pro, viz.plot_roc])
@@ -485,3 +505,11 @@ def test_pipeline_diagram_draws_one_box_per_stage_and_checks_the_branch():
         viz.pipeline_diagram(["a", "b", "c"], title="t", branch=["x"], branch_from=3)
     with pytest.raises(ValueError, match="stages is empty"):
         viz.pipeline_diagram([], title="t")
+
+
+def test_source_drops_every_docstring_and_keeps_the_code():
+    from mvtec_tutorial.models import supervised
+    listing = viz.source(supervised.ConvNet)
+    assert '"""' not in listing and listing.startswith("class ConvNet")
+    assert "def forward" in listing
+    compile(listing, "<listing>", "exec")  # still valid Python: only whole docstrings were removed

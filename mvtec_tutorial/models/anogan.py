@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.anogan_networks import (LATENT_DIM, WORK_SIZE, Discriminator, Encoder, Generator,
                                                    check_work_size, random_crops, residual_losses, seeded,
                                                    train_dcgan)
@@ -153,6 +154,10 @@ class _GANDetector(AnomalyDetector):
         for name in ("epochs", "batch_size", "sample_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("latent_dim", "base_channels"):
+            check_scalar(getattr(self, name), name, low=1, integer=True)
+        check_scalar(self.max_shift, "max_shift", low=0, integer=True, hint="0 trains on unshifted images")
+        check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
 
     def _training_pool(self, images: torch.Tensor) -> torch.Tensor:
         """Images at the view size; objects padded by ``max_shift`` so a random crop is a shift."""
@@ -334,6 +339,9 @@ class AnoGAN(_GANDetector):
         self.search_steps, self.search_learning_rate, self.feature_weight = search_steps, search_learning_rate, feature_weight
 
     def _fit(self, images: torch.Tensor) -> None:
+        check_scalar(self.search_learning_rate, "search_learning_rate", low=0, low_open=True)
+        check_scalar(self.feature_weight, "feature_weight", low=0, high=1,
+                     hint="the search loss is (1 - feature_weight) x residual + feature_weight x discrimination")
         self._fit_gan(images)
 
     def _encode_all(self, patches: torch.Tensor) -> torch.Tensor:
@@ -447,6 +455,9 @@ class FAnoGAN(_GANDetector):
         self.generator_.to(self.device_), self.discriminator_.to(self.device_)
 
     def _fit(self, images: torch.Tensor) -> None:
+        check_scalar(self.encoder_epochs, "encoder_epochs", low=1, integer=True)
+        check_scalar(self.encoder_learning_rate, "encoder_learning_rate", low=0, low_open=True)
+        check_scalar(self.kappa, "kappa", low=0, hint="0 trains the encoder on the pixel residual alone")
         if self.pretrained is None:
             self._fit_gan(images)
         else:

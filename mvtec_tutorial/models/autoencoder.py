@@ -15,7 +15,7 @@ The networks (:mod:`mvtec_tutorial.models.autoencoder_networks`) come from one m
 encoder-decoder template: the paper's (:func:`bergmann_network`) and the small five-layer CAE of
 the course's source deck (:func:`tutorial_network`), the "first attempt" of notebook 03. The deck
 also normalised its inputs while its decoder ended in a sigmoid; ``normalisation`` and
-``output`` reproduce that mismatch and its fix (notebook 03, section 3).
+``output`` reproduce that mismatch, and ``output`` or ``targets`` its two fixes (notebook 03, section 3).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import training
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.data import CATEGORIES, Augmentation, category_info, to_grayscale
 from mvtec_tutorial.models.autoencoder_networks import (OUTPUTS, MirroredAutoencoder, bergmann_network,
                                                         reconstruct_patchwise, tutorial_network, window_starts)
@@ -43,6 +44,8 @@ ARCHITECTURES = ("bergmann", "tutorial")
 #: per-channel mean and standard deviation, or the training images' own ("train").
 NORMALISATIONS = (None, "imagenet", "train")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: What the decoder rebuilds: its own (normalised) inputs, as the deck did, or the images in [0, 1].
+TARGETS = ("inputs", "images")
 #: Training schedule of Bergmann et al. (2019) and MVTec AD (2019), meant for a GPU: 10,000
 #: augmented views per category, 200 epochs, batch 128, Adam with learning rate 2e-4 (2,000,000 views).
 PAPER_SCHEDULE = dict(n_views=10_000, epochs=200, batch_size=128, learning_rate=2e-4)
@@ -198,6 +201,11 @@ class ConvAutoencoder(AnomalyDetector):
     output : {"sigmoid", "linear"}, default="sigmoid"
         The decoder's last activation (:class:`MirroredAutoencoder`). A sigmoid cannot produce
         the negative values of normalised images: the deck's mismatch.
+    targets : {"inputs", "images"}, default="inputs"
+        What the loss compares the decoder's output with: the network's inputs (normalised when
+        ``normalisation`` is set, the deck's choice), or the images in [0, 1], that is, the inputs
+        de-normalised before the loss. With "images" a sigmoid output matches its targets' range
+        whatever the normalisation.
     seed, device
         See :class:`~mvtec_tutorial.models.base.AnomalyDetector`; ``seed`` fixes initial
         weights, augmentations and batch order.
@@ -239,7 +247,8 @@ class ConvAutoencoder(AnomalyDetector):
                  n_views: int = CPU_SCHEDULE["n_views"], epochs: int = CPU_SCHEDULE["epochs"],
                  batch_size: int = CPU_SCHEDULE["batch_size"], learning_rate: float = CPU_SCHEDULE["learning_rate"],
                  augmentation: str | Augmentation | None = None, normalisation: str | None = None,
-                 output: str = "sigmoid", seed: int = 0, device: str | torch.device | None = None) -> None:
+                 output: str = "sigmoid", targets: str = "inputs", seed: int = 0,
+                 device: str | torch.device | None = None) -> None:
         super().__init__(seed=seed, device=device)
         self.loss = loss
         self.architecture = architecture
@@ -254,18 +263,20 @@ class ConvAutoencoder(AnomalyDetector):
         self.augmentation = augmentation
         self.normalisation = normalisation
         self.output = output
+        self.targets = targets
 
     def _check_parameters(self) -> Augmentation:
         for name, known in (("loss", LOSSES), ("architecture", ARCHITECTURES), ("normalisation", NORMALISATIONS),
-                            ("output", OUTPUTS)):
+                            ("output", OUTPUTS), ("targets", TARGETS)):
             if getattr(self, name) not in known:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {known}")
         if self.normalisation is not None and self.loss != "l2":
             raise ValueError(f"normalisation={self.normalisation!r} works with loss='l2' only: SSIM needs "
                              "images in [0, 1]; pass normalisation=None")
-        for name in ("stride", "n_views", "batch_size", "latent_dim"):
+        for name in ("stride", "n_views", "batch_size", "latent_dim", "epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
         if isinstance(self.augmentation, str):
             if self.augmentation not in CATEGORIES:
                 raise ValueError(f"no augmentation recorded for {self.augmentation!r}; known: "
@@ -319,7 +330,9 @@ class ConvAutoencoder(AnomalyDetector):
                                      batch_size=self.batch_size, size=view, augmentation=augmentation,
                                      generator=torch.Generator().manual_seed(self.seed))
         self.history_ = training.train(
-            network, batches, lambda model, batch: reconstruction_loss(model(batch), batch, loss=self.loss),
+            network, batches, lambda model, batch: reconstruction_loss(
+                model(batch), self._standardise(batch, inverse=True) if self.targets == "images" else batch,
+                loss=self.loss),
             epochs=self.epochs, learning_rate=self.learning_rate, seed=self.seed, device=device,
             desc=f"training {self.architecture} AE ({self.loss})", progress=self._progress)
         self.network_ = network
@@ -336,7 +349,7 @@ class ConvAutoencoder(AnomalyDetector):
         else:
             reconstructions = reconstruct_patchwise(self.network_, standardised, patch_size=self.patch_size,
                                                     stride=self.stride, batch_size=self.batch_size)
-        return self._standardise(reconstructions, inverse=True)
+        return reconstructions if self.targets == "images" else self._standardise(reconstructions, inverse=True)
 
     def reconstruct(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """Return the network's inputs and their reconstructions, for looking at.

@@ -24,6 +24,7 @@ import sklearn.base
 import torch
 
 from mvtec_tutorial import __version__, metrics
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.data import as_images
 from mvtec_tutorial.models.persistence import (FILE_KIND, FILE_VERSION, encode_estimator, encode_value,
                                                estimator_from_file_contents, read_file)
@@ -97,7 +98,8 @@ class Estimator(sklearn.base.BaseEstimator):
         every learned attribute (tensors, arrays, plain values, networks as state dicts) and
         ``metadata`` (plain values, e.g. ``fit_seconds``). It is written to a temporary file first
         and renamed, so an interrupted save never leaves a half-written file behind. ``~`` in
-        ``path`` is the home folder. The file format has a version (:data:`FILE_VERSION`); the
+        ``path`` is the home folder. The file format has a version
+        (:data:`~mvtec_tutorial.models.persistence.FILE_VERSION`); the
         package version and source hash are recorded for the reader, not checked on loading.
 
         Raises
@@ -123,7 +125,7 @@ class Estimator(sklearn.base.BaseEstimator):
         except (OSError, RuntimeError) as error:  # torch reports an unwritable file as a RuntimeError
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
-            raise OSError(f"cannot write the detector to {path} ({type(error).__name__}: {error}); "
+            raise OSError(f"cannot write the {type(self).__name__} to {path} ({type(error).__name__}: {error}); "
                           "save it into a folder you can write to") from error
         return path
 
@@ -132,7 +134,8 @@ class Estimator(sklearn.base.BaseEstimator):
         """Read an estimator written by :meth:`save`; ready to ``predict``.
 
         ``PaDiM.load(path)`` insists on a PaDiM; ``AnomalyDetector.load(path)`` returns whatever
-        detector the file holds (``Estimator.load(path)`` whatever estimator). The file's ``metadata`` comes back as the attribute ``metadata_``.
+        detector the file holds (``Estimator.load(path)`` whatever estimator). The file's
+        ``metadata`` comes back as the attribute ``metadata_``.
 
         Parameters
         ----------
@@ -146,8 +149,9 @@ class Estimator(sklearn.base.BaseEstimator):
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is damaged or not a saved detector, holds another method than ``cls``,
-            or has another format version than :data:`FILE_VERSION` (fit again and save).
+            If the file is damaged or not a saved estimator, holds another class than ``cls``,
+            or has another format version than
+            :data:`~mvtec_tutorial.models.persistence.FILE_VERSION` (fit again and save).
         """
         path = Path(path).expanduser()
         return estimator_from_file_contents(read_file(path), expected=cls, device=device, path=path)
@@ -189,6 +193,10 @@ class AnomalyDetector(Estimator):
     #: Keyword arguments per schedule and category kind, ``{schedule: {kind: settings}}`` for every
     #: schedule of :data:`SCHEDULES`; the kinds named are the categories the method applies to.
     schedules: dict[str, dict[str, dict[str, Any]]] = {}
+    #: Whether the method was published after the MVTec AD paper (2019): notebook 08 ranks the
+    #: paper's methods (and the mean-image baseline), notebooks 09 and later add these
+    #: (:func:`mvtec_tutorial.benchmark.after_2019`).
+    after_2019: bool = False
     #: Whether the benchmark keeps predictions beside the fit (:func:`mvtec_tutorial.cache.predict`):
     #: for methods whose prediction costs minutes (AnoGAN's latent search), not for those that take seconds.
     cache_predictions: bool = False
@@ -251,7 +259,15 @@ class AnomalyDetector(Estimator):
             Normal images only. Fitting again forgets everything learned before.
         progress : bool, default=True
             Show progress bars (also while predicting, unless ``predict`` is told otherwise).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a ``seed`` that is not an integer >= 0, images in another form or shape than above
+            (the message says how to load them), or a hyperparameter that breaks the method.
         """
+        check_scalar(self.seed, "seed", low=0, integer=True,
+                     hint="it seeds the method's own random generators; pass e.g. seed=0")
         images = as_images(train_dataset, progress=progress)
         self._forget()
         self._progress = progress

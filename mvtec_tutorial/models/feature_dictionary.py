@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial.backbones import FeatureExtractor
 from mvtec_tutorial import settings
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import AnomalyDetector, as_images, same_for_kinds
 
 #: Image side the MVTec AD paper fed this method (Bergmann et al. 2019, Sec. 4.1): objects at
@@ -264,6 +265,9 @@ class FeatureDictionary(AnomalyDetector):
     def _fit(self, images: torch.Tensor) -> None:
         if self.formulation not in FORMULATIONS:
             raise ValueError(f"unknown formulation {self.formulation!r}; use one of {FORMULATIONS}")
+        check_scalar(self.zoom, "zoom", low=0, low_open=True, hint="1 keeps the image size")
+        for name in ("n_clusters", "n_fit_patches", "batch_size"):
+            check_scalar(getattr(self, name), name, low=1, integer=True)
         check_patch_geometry(tuple(images.shape[-2:]), patch_size=self.patch_size, stride=self.stride)
         if self.n_neighbors < 1 or self.n_neighbors > self.n_clusters:
             raise ValueError(f"n_neighbors must lie in [1, n_clusters={self.n_clusters}], got {self.n_neighbors}")

@@ -23,12 +23,17 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial import settings
 from mvtec_tutorial.data import to_grayscale
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import AnomalyDetector, as_images, same_for_kinds
 
 #: Added to every covariance diagonal: a variance of 1e-4 is a standard deviation of 0.01, about
 #: 2.5 gray levels of 255, the order of sensor noise. Without it, smooth coarse pyramid levels give
 #: near-singular patch covariances and unbounded likelihoods.
 REG_COVAR = 1e-4
+#: A level whose held-out patch likelihoods spread less than this fraction of their mean has learned
+#: no texture: the spread is float rounding (about 1e-7 relative for float32), and standardising by
+#: it would turn rounding into huge scores, or divide 0 by 0 when all patches are equal.
+MIN_RELATIVE_NLL_SPREAD = 1e-5
 
 
 def pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
@@ -178,6 +183,8 @@ class GMMTexture(AnomalyDetector):
         return [pyramid(image, self.n_levels) for image in array]
 
     def _fit(self, images: torch.Tensor) -> None:
+        for name in ("n_levels", "patch_size", "n_components", "n_fit_patches"):
+            check_scalar(getattr(self, name), name, low=1, integer=True)
         if self.patch_size < 1 or self.patch_size % 2 == 0:
             raise ValueError(f"patch_size must be odd and positive (a patch centred on its pixel), got {self.patch_size}")
         smallest = min(images.shape[-2:]) / 2 ** (self.n_levels - 1)
@@ -196,6 +203,13 @@ class GMMTexture(AnomalyDetector):
             nll_mean.append(nll.mean())
             nll_std.append(nll.std())
         self.nll_mean_, self.nll_std_ = np.array(nll_mean), np.array(nll_std)
+        flat = np.flatnonzero(self.nll_std_ <= MIN_RELATIVE_NLL_SPREAD * np.maximum(1, np.abs(self.nll_mean_)))
+        if flat.size:
+            raise ValueError(f"the training images have no texture on pyramid levels {flat.tolist()}: every "
+                             f"patch there is equally likely (spread {self.nll_std_[flat].max():.2g} nats), so "
+                             "anomaly maps standardised by that spread would be NaN or rounding noise; the images "
+                             "look uniform. Fit GMMTexture on textured images, or use MeanImage or "
+                             "VariationModel for plain surfaces")
 
     def _fit_level(self, patches: np.ndarray, rng: np.random.Generator) -> tuple[GaussianMixture, np.ndarray]:
         """Fit one level's mixture on drawn patches; return it and the NLL of held-out patches."""

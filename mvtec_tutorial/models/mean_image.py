@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 
 
@@ -53,7 +54,14 @@ class MeanImage(AnomalyDetector):
         self.std_floor = std_floor
         self.smoothing_sigma = smoothing_sigma
 
+    def _check_parameters(self) -> None:
+        check_scalar(self.std_floor, "std_floor", low=0, low_open=True,
+                     hint="the smallest standard deviation a pixel may have; at 0 a pixel that never varied "
+                          "divides by zero (NaN or infinite maps); the default is 0.02")
+        check_scalar(self.smoothing_sigma, "smoothing_sigma", low=0, hint="pixels of Gaussian smoothing; 0 turns it off")
+
     def _fit(self, images: torch.Tensor) -> None:
+        self._check_parameters()
         array = images.numpy()
         self.mean_ = array.mean(axis=0)
         self.std_ = np.maximum(array.std(axis=0), self.std_floor)

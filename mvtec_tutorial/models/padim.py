@@ -18,6 +18,7 @@ import torch
 
 from mvtec_tutorial.backbones import (SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate,
                                       local_average, to_anomaly_maps)
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.metrics import check_top_k_fraction
 from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 
@@ -181,6 +182,7 @@ class PaDiM(AnomalyDetector):
     ((2, 64, 64), (2,))
     """
 
+    after_2019 = True  # Defard et al. 2020
     benchmark_names = {"padim": {}}
     schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 
@@ -205,6 +207,12 @@ class PaDiM(AnomalyDetector):
         if self.neighborhood_size < 1 or self.neighborhood_size % 2 == 0:
             raise ValueError(f"neighborhood_size must be a positive odd number, got {self.neighborhood_size}")
         check_top_k_fraction(self.top_k_fraction)  # refused before fitting, not at the first score
+        check_scalar(self.regularization, "regularization", low=0, low_open=True,
+                     hint=f"the paper adds {COVARIANCE_REGULARIZATION} x identity to every covariance so it can be "
+                          "inverted; a negative value makes distances meaningless")
+        check_scalar(self.n_features, "n_features", low=1, integer=True)
+        check_scalar(self.smoothing_sigma, "smoothing_sigma", low=0, hint="pixels of Gaussian smoothing; 0 turns it off")
+        check_scalar(self.batch_size, "batch_size", low=1, integer=True)
         layers = PADIM_LAYERS.get(self.backbone) if self.layers is None else self.layers
         self.extractor_ = FeatureExtractor(self.backbone, layers=layers, device=self.device_,
                                            allow_offline_fallback=self.allow_offline_fallback)

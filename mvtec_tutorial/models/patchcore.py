@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial.backbones import (DEFAULT_LAYERS, SMOOTHING_SIGMA, FeatureExtractor, align_and_concatenate,
                                       local_average, to_anomaly_maps)
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.metrics import check_top_k_fraction
 from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 
@@ -268,6 +269,7 @@ class PatchCore(AnomalyDetector):
     ((2, 64, 64), True)
     """
 
+    after_2019 = True  # Roth et al. 2022
     benchmark_names = {"patchcore": {}}
     schedules = same_for_kinds(quick={}, cpu={}, paper={})  # no training: the defaults everywhere
 
@@ -302,6 +304,13 @@ class PatchCore(AnomalyDetector):
         if self.neighborhood_size < 1 or self.neighborhood_size % 2 == 0:
             raise ValueError(f"neighborhood_size must be a positive odd number, got {self.neighborhood_size}")
         check_top_k_fraction(self.top_k_fraction)
+        if self.projection_dim is not None:
+            check_scalar(self.projection_dim, "projection_dim", low=1, integer=True,
+                         hint=f"dimensions of the random projection the greedy coreset compares patches in "
+                              f"(default {PROJECTION_DIM}); None compares the full features")
+        check_scalar(self.smoothing_sigma, "smoothing_sigma", low=0, hint="pixels of Gaussian smoothing; 0 turns it off")
+        check_scalar(self.batch_size, "batch_size", low=1, integer=True)
+        check_scalar(self.chunk_size, "chunk_size", low=1, integer=True)
         if self.n_reweight_neighbors is not None and self.n_reweight_neighbors < 2:
             raise ValueError(f"n_reweight_neighbors must be at least 2 (m* and one neighbour), got "
                              f"{self.n_reweight_neighbors}; pass None for the plain largest patch score")

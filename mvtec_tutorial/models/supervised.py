@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from mvtec_tutorial import backbones, training
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import Estimator, as_images
 
 ARCHITECTURES = ("convnet", "resnet18", "vgg16", "efficientnet_lite0")
@@ -292,6 +293,10 @@ class SupervisedClassifier(Estimator):
         for name in ("epochs", "batch_size", "work_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_scalar(self.seed, "seed", low=0, integer=True, hint="it seeds the classifier's own generators; "
+                                                                  "pass e.g. seed=0")
+        check_scalar(self.learning_rate, "learning_rate", low=0, low_open=True)
+        check_scalar(self.momentum, "momentum", low=0, high=1, high_open=True)
         if self.augmentation is not None and self.augmentation != "default" and not callable(self.augmentation):
             raise ValueError(f"augmentation must be a callable, 'default' or None, got {self.augmentation!r}")
         self._forget()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mvtec_tutorial import settings
 from mvtec_tutorial.data import to_grayscale
+from mvtec_tutorial.checks import check_scalar
 from mvtec_tutorial.models.base import AnomalyDetector, same_for_kinds
 from mvtec_tutorial.models.mean_image import MeanImage
 
@@ -181,6 +182,10 @@ class VariationModel(AnomalyDetector):
                                  progress=self._progress)
 
     def _fit(self, images: torch.Tensor) -> None:
+        check_scalar(self.upsample_factor, "upsample_factor", low=1, integer=True,
+                     hint="alignment resolves 1 / upsample_factor pixels; 1 aligns to whole pixels")
+        statistics = MeanImage(std_floor=self.std_floor, smoothing_sigma=self.smoothing_sigma)
+        statistics._check_parameters()  # before the alignment, not after it
         gray = to_grayscale(torch.as_tensor(images, dtype=torch.float32))[:, 0].numpy()
         # Aligning to one image would inherit its noise and pose; their mean after a first
         # alignment is a cleaner reference (HALCON's template is likewise built once, then reused).
@@ -188,7 +193,7 @@ class VariationModel(AnomalyDetector):
         if self.align:
             self.reference_ = align_translation(gray, gray[0], upsample_factor=self.upsample_factor)[0].mean(axis=0)
         aligned, self.fit_shifts_ = self._aligned_gray(images)
-        self.statistics_ = MeanImage(std_floor=self.std_floor, smoothing_sigma=self.smoothing_sigma)
+        self.statistics_ = statistics
         self.statistics_.fit(_three_channels(aligned), progress=False)
         self.mean_, self.std_ = self.statistics_.mean_[0], self.statistics_.std_[0]
 

@@ -260,6 +260,20 @@ def test_sigmoid_after_imagenet_normalisation_cannot_be_darker_than_the_mean(bot
     assert model.input_std_ == autoencoder.IMAGENET_STD
 
 
+def test_images_as_targets_let_a_sigmoid_reach_below_the_mean(bottle_images):
+    # The fix that keeps the normalised inputs: de-normalise before the loss. Dark images (every
+    # value below ImageNet's mean) can then be rebuilt, which the deck's mismatch cannot do.
+    dark = bottle_images * 0.3
+    settings = dict(loss="l2", normalisation="imagenet", epochs=8, n_views=8, learning_rate=1e-2)
+    floor = np.array(autoencoder.IMAGENET_MEAN)[None, :, None, None]
+    fixed = tiny(targets="images", **settings).fit(dark, progress=False)
+    mismatched = tiny(**settings).fit(dark, progress=False)
+    inputs, rebuilt = fixed.reconstruct(dark[:2])
+    assert (rebuilt < floor).mean() > 0.5 and (mismatched.reconstruct(dark[:2])[1] >= floor - 1e-6).all()
+    maps, _ = fixed.predict(dark[:2])
+    np.testing.assert_allclose(maps, ((inputs - rebuilt) ** 2).mean(axis=1), rtol=1e-5, atol=1e-7)
+
+
 def test_train_normalisation_uses_the_training_images_statistics(bottle_images):
     model = tiny(loss="l2", normalisation="train", output="linear").fit(bottle_images, progress=False)
     np.testing.assert_allclose(model.input_mean_, bottle_images.mean(dim=(0, 2, 3)).numpy(), rtol=1e-5)
@@ -273,6 +287,7 @@ def test_train_normalisation_uses_the_training_images_statistics(bottle_images):
     (dict(normalisation="imagenet", loss="ssim"), "works with loss='l2' only"),
     (dict(normalisation="zscore", loss="l2"), "unknown normalisation 'zscore'"),
     (dict(output="tanh"), "unknown output 'tanh'"),
+    (dict(targets="residuals"), "unknown targets 'residuals'"),
 ])
 def test_bad_normalisation_settings_raise(bottle_images, settings, message):
     with pytest.raises(ValueError, match=message):
