@@ -76,3 +76,14 @@ def test_same_seed_same_output(fitted, data):
 def test_bad_batch_size_is_refused_before_training(data):
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         STFPM(batch_size=0, device="cpu").fit(data[0], progress=False)
+
+
+def test_recomputed_batch_norm_statistics_are_those_of_the_training_images():
+    from mvtec_tutorial.models.stfpm import _recompute_batch_norm_statistics
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2, momentum=0.01))
+    images = torch.rand(8, 3, 4, 4)
+    _recompute_batch_norm_statistics(network, images, batch_size=4, device=torch.device("cpu"))
+    with torch.no_grad():
+        outputs = network[0](images)
+    torch.testing.assert_close(network[1].running_mean, outputs.mean(dim=(0, 2, 3)))
+    assert network[1].momentum == 0.01 and not network.training
