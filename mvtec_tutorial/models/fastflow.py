@@ -248,6 +248,7 @@ class FastFlow(AnomalyDetector):
     """
 
     benchmark_names = {"fastflow": {}}
+    after_2019 = True  # Yu et al. 2021
     schedules = same_for_kinds(quick=QUICK_SCHEDULE, cpu=CPU_SCHEDULE, paper=PAPER_SCHEDULE)
 
     def __init__(self, *, layers: Iterable[str] = FASTFLOW_LAYERS, n_steps: int = N_STEPS,

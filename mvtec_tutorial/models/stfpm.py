@@ -189,7 +189,8 @@ class STFPM(AnomalyDetector):
     Attributes
     ----------
     teacher_ : FeatureExtractor
-        The frozen pretrained EfficientNet-Lite0, loaded explicitly (:func:`mvtec_tutorial.backbones.efficientnet_lite0`).
+        The frozen pretrained EfficientNet-Lite0, loaded explicitly
+        (:func:`mvtec_tutorial.backbones.efficientnet_lite0`).
     student_ : Student
         The trained student, in eval mode.
     history_ : dict
@@ -222,6 +223,7 @@ class STFPM(AnomalyDetector):
     """
 
     benchmark_names = {"stfpm": {}}
+    after_2019 = True  # Wang et al. 2021
     schedules = same_for_kinds(quick=QUICK_SCHEDULE, cpu=CPU_SCHEDULE, paper=PAPER_SCHEDULE)
 
     def __init__(self, *, layers: Iterable[str] = STFPM_LAYERS, epochs: int = CPU_SCHEDULE["epochs"],
@@ -251,13 +253,16 @@ class STFPM(AnomalyDetector):
         student.to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(student.parameters(), lr=self.learning_rate, momentum=MOMENTUM,
                                     weight_decay=WEIGHT_DECAY)
+        def loss_fn(model: Student, batch: list[torch.Tensor]) -> torch.Tensor:
+            return distillation_loss(batch[1:], model(batch[0].contiguous(memory_format=torch.channels_last)))
+
         self.history_ = training.train(
-            student, loader,
-            lambda model, batch: distillation_loss(batch[1:], model(batch[0].contiguous(memory_format=torch.channels_last))),
+            student, loader, loss_fn,
             epochs=self.epochs, optimizer=optimizer, seed=self.seed, device=device,
             desc="training the STFPM student", progress=self._progress)
         _recompute_batch_norm_statistics(student, images, batch_size=self.batch_size, device=device)
-        self.student_ = student
+        # Predict in the usual layout, the one a loaded student has, so both give the same numbers.
+        self.student_ = student.to(memory_format=torch.contiguous_format)
 
     def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         maps = []

@@ -1,4 +1,4 @@
-"""Tests for mvtec_tutorial.models.fastflow: the coupling's inverse and log-determinant, the loss and map, the method."""
+"""Tests for mvtec_tutorial.models.fastflow: the coupling's inverse and log-determinant, loss, map, method."""
 import numpy as np
 import pytest
 import torch
