@@ -85,16 +85,16 @@ executed: $(INSTALLED)
 	@test -z "$$(git status --porcelain -- . ':(exclude)executed')" || { git status --short -- . ':(exclude)executed'; \
 		echo "commit these changes first: executed/ shows the run of one commit"; exit 1; }
 	@mkdir -p build
-	@echo "$$(date -u '+%Y-%m-%d %H:%M UTC')|$(LOAD)|$$(ls "$$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())')" 2>/dev/null | wc -l | tr -d ' ')" \
+	@echo "$$(date -u '+%Y-%m-%d %H:%M UTC')|$(LOAD)|$$(git rev-parse HEAD)|$$(ls "$$($(PY) -c 'from mvtec_tutorial import cache; print(cache.cache_dir())')" 2>/dev/null | wc -l | tr -d ' ')" \
 		> build/executed-start.txt
 	$(call execute_notebooks,$(if $(NOTEBOOK),notebooks/$(NOTEBOOK).ipynb,$(NOTEBOOKS)),executed,build/executed-timings.txt)
 	$(VENV)/bin/jupyter nbconvert --to notebook --inplace --CoalesceStreamsPreprocessor.enabled=True \
 		$(if $(NOTEBOOK),executed/$(NOTEBOOK).ipynb,executed/*.ipynb)
 ifeq ($(NOTEBOOK),)
-	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; { \
+	@IFS='|' read -r started load_start commit fits_start < build/executed-start.txt; { \
 		echo "# How the executed copies were made"; echo; \
 		echo "Every notebook in this folder comes from one \`make executed\` run, in course order, with one fit cache:"; echo; \
-		echo "- commit: $$(git rev-parse HEAD) (no uncommitted change outside executed/ at the start: checked)"; \
+		echo "- commit: $$commit (no uncommitted change outside executed/ at the start: checked)"; \
 		echo "- started: $$started; finished: $$(date -u '+%Y-%m-%d %H:%M UTC')"; \
 		echo "- machine: $(CPU_MODEL), $$(nproc 2>/dev/null || sysctl -n hw.ncpu) cores, $$(uname -sm)"; \
 		echo "- load average (1, 5, 15 min): $$load_start at the start, $(LOAD) at the end"; \
@@ -104,8 +104,8 @@ ifeq ($(NOTEBOOK),)
 		sed 's/^\(.*\): \(.*\)$$/| \1 | \2 |/' build/executed-timings.txt; \
 	} > $(RUN_RECORD)
 else
-	@IFS='|' read -r started load_start fits_start < build/executed-start.txt; \
-		wall=$$(cut -d' ' -f2- build/executed-timings.txt); commit=$$(git rev-parse --short HEAD); \
+	@IFS='|' read -r started load_start commit fits_start < build/executed-start.txt; \
+		wall=$$(cut -d' ' -f2- build/executed-timings.txt); commit=$$(git rev-parse --short $$commit); \
 		printf '\n%s\n' "- Redone alone afterwards: $(NOTEBOOK) at commit $$commit, $$started, $$wall, load average $$load_start" \
 		>> $(RUN_RECORD)
 endif

@@ -2,14 +2,16 @@
 
 Every shape written on a figure is read from the code: a dummy batch runs through the networks
 with forward hooks (the autoencoder, the DCGAN) or through the frozen backbone and the feature
-helpers the detectors call (feature dictionary, PaDiM, PatchCore), and the constants (layers,
-channel counts, coreset ratio, ...) are the detectors' defaults. ``tests/test_assets.py`` computes
-:func:`shape_labels` again and checks that every label is a line of text in the committed SVG, so
-a network that changes without a redraw fails the tests.
+helpers the detectors call (feature dictionary, PaDiM, PatchCore; STFPM's teacher and student,
+FastFlow's flows), and the constants (layers, channel counts, coreset ratio, ...) are the
+detectors' defaults. ``tests/test_assets.py`` computes :func:`shape_labels` again and checks that
+every label is a line of text in the committed SVG, so a network that changes without a redraw
+fails the tests.
 
-Redraw with ``make assets`` (or ``python assets/draw.py``); the output is byte-for-byte the same
-on every run (no date, no creator, fixed ids). ``python assets/draw.py --png folder`` also writes
-PNG copies to look at. The figures are ours, MIT-licensed like the code (assets/LICENSE.md).
+Redraw with ``make assets`` (or ``python assets/draw.py``, or ``python assets/draw.py stfpm`` for
+some figures only); the output is byte-for-byte the same on every run (no date, no creator, fixed
+ids). ``python assets/draw.py --png folder`` also writes PNG copies to look at. The figures are
+ours, MIT-licensed like the code (assets/LICENSE.md).
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch, Rectang
 from torch import nn
 
 from mvtec_tutorial import backbones
-from mvtec_tutorial.models import anogan, anogan_networks, autoencoder_networks, feature_dictionary, padim, patchcore
+from mvtec_tutorial.models import (anogan, anogan_networks, autoencoder_networks, fastflow, feature_dictionary, padim,
+                                   patchcore, stfpm)
 
 ASSETS = Path(__file__).resolve().parent
-FIGURES = ("cae", "anogan", "feature_dictionary", "padim", "patchcore")
+FIGURES = ("cae", "anogan", "feature_dictionary", "padim", "patchcore", "stfpm", "fastflow")
 #: Side of the images the feature methods are drawn at: the benchmark's image_size.
 IMAGE_SIDE = 256
 #: Text as text (small, searchable files), fixed ids and no date: a redraw gives identical bytes.
@@ -163,10 +166,58 @@ def _patchcore() -> dict:
             "score": f"score: mean of the top {detector.top_k_fraction:.0%}"}
 
 
+def _stfpm() -> dict:
+    detector = stfpm.STFPM()
+    images = torch.zeros(1, 3, IMAGE_SIDE, IMAGE_SIDE)
+    teacher = backbones.FeatureExtractor("efficientnet_lite0", layers=tuple(detector.layers), device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(detector.seed)
+        student = stfpm.Student(detector.layers).eval()
+    with torch.no_grad():
+        found = teacher(images)
+        features = [found[layer] for layer in teacher.layers]
+        students = student(images)
+        maps = stfpm.anomaly_maps(features, students, images.shape[-2:])
+    assert [f.shape for f in features] == [f.shape for f in students], "student and teacher must agree in shape"
+    return {"image": shape_text(images.shape[1:]),
+            "layers": {f"{layer} (stride {teacher.strides[layer]})": shape_text(f.shape[1:])
+                       for layer, f in zip(teacher.layers, features)},
+            "distances": [shape_text(f.shape[2:]) for f in features], "output": shape_text(maps.shape[1:]),
+            "schedule": f"SGD, lr {detector.learning_rate:g}, momentum {stfpm.MOMENTUM:g}, "
+                        f"{detector.epochs} epochs (paper: {stfpm.PAPER_SCHEDULE['epochs']})"}
+
+
+def _fastflow() -> dict:
+    detector = fastflow.FastFlow()
+    images = torch.zeros(1, 3, IMAGE_SIDE, IMAGE_SIDE)
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", layers=tuple(detector.layers), device="cpu")
+    with torch.no_grad():
+        found = extractor(images)
+        features = [fastflow.normalize_features(found[layer]) for layer in extractor.layers]
+        flow = fastflow.PyramidFlow([f.shape[1] for f in features], n_steps=detector.n_steps,
+                                    hidden_ratio=detector.hidden_ratio, clamp=detector.clamp).eval()
+        outputs = flow(features)
+        maps = fastflow.anomaly_maps(outputs, images.shape[-2:])
+    step = flow.levels[0].steps[0]
+    channels = features[0].shape[1]
+    first, last = step.subnet[0], step.subnet[-1]
+    kernels = [f"{s.subnet[0].kernel_size[0]}{TIMES}{s.subnet[0].kernel_size[0]}" for s in flow.levels[0].steps]
+    return {"image": shape_text(images.shape[1:]),
+            "layers": {f"{layer} (stride {extractor.strides[layer]})": shape_text(f.shape[1:])
+                       for layer, f in zip(extractor.layers, features)},
+            "z": [shape_text(z.shape[1:]) for z, _ in outputs], "output": shape_text(maps.shape[1:]),
+            "steps": f"{detector.n_steps} coupling steps per level",
+            "kernels": "subnet kernels: " + ", ".join(kernels[:4]) + ", ...",
+            "split": f"x_a: {step.split} ch, x_b: {channels - step.split} ch (level 1, C = {channels})",
+            "subnet": f"conv {first.kernel_size[0]}{TIMES}{first.kernel_size[0]}: {first.in_channels}\u2192"
+                      f"{first.out_channels}, ReLU, conv: \u2192{last.out_channels}",
+            "clamp": f"s = {detector.clamp:g} tanh(s / {detector.clamp:g})"}
+
+
 def figure_data() -> dict[str, dict]:
     """What each figure shows, computed from the package: shapes, layers and defaults."""
     return {"cae": _cae(), "anogan": _anogan(), "feature_dictionary": _feature_dictionary(),
-            "padim": _padim(), "patchcore": _patchcore()}
+            "padim": _padim(), "patchcore": _patchcore(), "stfpm": _stfpm(), "fastflow": _fastflow()}
 
 
 def _strings(value) -> list[str]:
@@ -464,16 +515,105 @@ def draw_patchcore(data: dict) -> Figure:
     return figure
 
 
+def draw_stfpm(data: dict) -> Figure:
+    figure, ax = _canvas(11, 4.6, "STFPM (Wang et al. 2021): STFPM's defaults, a "
+                                  f"{IMAGE_SIDE}-pixel image; a student learns to imitate its teacher's pyramid")
+    largest = IMAGE_SIDE
+    image = _tensor(ax, 0.7, 2.3, data["image"], largest, COLOURS["image"], ("image",))
+    levels = list(data["layers"].items())
+    teacher, student = [], []
+    for i, (layer, shape) in enumerate(levels):
+        teacher.append(_box(ax, 2.7, 3.75 - i * 0.5, [layer, shape], COLOURS["feature"], width=1.5))
+        student.append(_box(ax, 2.7, 1.75 - i * 0.5, [layer, shape], COLOURS["encode"], width=1.5))
+        _arrow(ax, (image[2], 2.4), (teacher[-1][0], 3.75 - i * 0.5))
+        _arrow(ax, (image[2], 2.2), (student[-1][0], 1.75 - i * 0.5))
+    ax.text(2.7, 4.1, "teacher: pretrained Lite0, frozen", ha="center", fontsize=7, color="#555555")
+    ax.text(2.7, 0.28, "student: the same network, random weights", ha="center", va="top", fontsize=7,
+            color="#555555")
+    distances = []
+    for i, shape in enumerate(data["distances"]):
+        y = 3.05 - i * 0.7
+        distances.append(_box(ax, 5.3, y, [f"level {i + 1}: d_{i + 1}", shape], COLOURS["score"], width=1.5))
+        _arrow(ax, (teacher[i][2], 3.75 - i * 0.5), (distances[-1][0], y + 0.08))
+        _arrow(ax, (student[i][2], 1.75 - i * 0.5), (distances[-1][0], y - 0.08))
+    ax.text(5.3, 3.45, "d = \u00bd \u2016t/\u2016t\u2016 \u2212 s/\u2016s\u2016\u2016\u00b2 per position",
+            ha="center", fontsize=7, color="#555555")
+    loss = _box(ax, 8.5, 3.3, ["training: distillation loss", "L = \u03a3_l mean_ij d_l(i, j)", data["schedule"],
+                               "only the student learns"], COLOURS["model"], width=3.0)
+    output = _box(ax, 8.5, 1.3, ["anomaly map", "\u03a0_l upsample(d_l)", data["output"],
+                                 "score: its maximum"], COLOURS["score"], width=2.2)
+    for box in distances:
+        middle = (box[1] + box[3]) / 2
+        _arrow(ax, (box[2], middle), (loss[0], 3.3), colour="#777777")
+        _arrow(ax, (box[2], middle), (output[0], 1.3))
+    ax.text(8.5, 2.35, "test image: a product is high only where every level disagrees", ha="center",
+            fontsize=7, color="#555555")
+    return figure
+
+
+def draw_fastflow(data: dict) -> Figure:
+    figure, ax = _canvas(11, 5.0, "FastFlow (Yu et al. 2021): FastFlow's defaults, a "
+                                  f"{IMAGE_SIDE}-pixel image; a normalizing flow per pyramid level")
+    largest = IMAGE_SIDE
+    image = _tensor(ax, 0.6, 3.65, data["image"], largest, COLOURS["image"], ("image",))
+    ys = [4.2 - i * 0.55 for i in range(len(data["layers"]))]
+    ax.text(2.4, 4.5, "frozen Lite0, then LayerNorm", ha="center", fontsize=7, color="#555555")
+    ax.text(4.55, 4.5, data["steps"], ha="center", fontsize=7, color="#555555")
+    ax.text(4.55, ys[-1] - 0.3, data["kernels"], ha="center", va="top", fontsize=7, color="#555555")
+    zs = []
+    for i, ((layer, shape), z, y) in enumerate(zip(data["layers"].items(), data["z"], ys)):
+        feature = _box(ax, 2.4, y, [layer, shape], COLOURS["feature"], width=1.5)
+        flow = _box(ax, 4.55, y, f"flow f_{i + 1}", COLOURS["model"], width=1.1, height=0.3)
+        zs.append(_box(ax, 6.6, y, [f"z_{i + 1} ~ N(0, I)", z], COLOURS["code"], width=1.5))
+        _arrow(ax, (image[2], 3.65), (feature[0], y))
+        _arrow(ax, (feature[2], y), (flow[0], y))
+        _arrow(ax, (flow[2], y), (zs[-1][0], y))
+    loss = _box(ax, 9.4, 4.15, ["training loss", "\u03a3_l \u00bd\u2016z_l\u2016\u00b2 \u2212 log |det J_l|"],
+                COLOURS["model"], width=2.3)
+    output = _box(ax, 9.4, 3.15, ["anomaly map", "per level \u2212exp(\u2212\u00bd mean_c z\u00b2),",
+                                  "upsampled, averaged", data["output"]], COLOURS["score"], width=2.3)
+    for box in zs:
+        middle = (box[1] + box[3]) / 2
+        _arrow(ax, (box[2], middle), (loss[0], 4.15), colour="#777777")
+        _arrow(ax, (box[2], middle), (output[0], 3.15))
+    # One coupling step, drawn with the first level's numbers.
+    ax.plot([0.15, 10.85], [2.45, 2.45], color="#bbbbbb", lw=0.6)
+    ax.text(0.15, 2.3, "one coupling step of f_1 (affine coupling, then a fixed channel permutation)",
+            fontsize=8.5, fontweight="bold", va="top")
+    x = _box(ax, 0.9, 1.15, ["x", data["z"][0]], COLOURS["feature"], width=1.1)
+    x_a = _box(ax, 2.9, 1.7, "x_a (first half)", COLOURS["feature"], width=1.4, height=0.3)
+    x_b = _box(ax, 2.9, 0.6, "x_b (second half)", COLOURS["feature"], width=1.4, height=0.3)
+    _arrow(ax, (x[2], 1.2), (x_a[0], 1.7), "split")
+    _arrow(ax, (x[2], 1.1), (x_b[0], 0.6))
+    ax.text(2.9, 1.15, data["split"], ha="center", va="center", fontsize=7, color="#555555")
+    subnet = _box(ax, 5.1, 1.7, ["subnet", data["subnet"]], COLOURS["encode"], width=2.2)
+    _arrow(ax, (x_a[2], 1.7), (subnet[0], 1.7))
+    scale = _box(ax, 7.5, 1.7, ["log-scale s, shift t", data["clamp"]], COLOURS["code"], width=1.7)
+    _arrow(ax, (subnet[2], 1.7), (scale[0], 1.7))
+    affine = _box(ax, 7.5, 0.6, ["y_b = x_b \u00b7 exp(s) + t"], COLOURS["decode"], width=1.7)
+    _arrow(ax, (x_b[2], 0.6), (affine[0], 0.6))
+    _arrow(ax, (7.5, scale[1]), (7.5, affine[3]))
+    log_det = _box(ax, 9.8, 1.7, ["log-det", "log |det J| = \u03a3 s"], COLOURS["model"], width=1.6)
+    _arrow(ax, (scale[2], 1.7), (log_det[0], 1.7))
+    y = _box(ax, 9.8, 0.6, ["y = permute(x_a, y_b)"], COLOURS["feature"], width=1.6)
+    _arrow(ax, (affine[2], 0.6), (y[0], 0.6))
+    ax.text(5.1, 0.2, "x_a passes unchanged, so the step inverts exactly: x_b = (y_b \u2212 t) \u00b7 exp(\u2212s)",
+            ha="center", fontsize=7, color="#555555")
+    return figure
+
+
 DRAW = {"cae": draw_cae, "anogan": draw_anogan, "feature_dictionary": draw_feature_dictionary,
-        "padim": draw_padim, "patchcore": draw_patchcore}
+        "padim": draw_padim, "patchcore": draw_patchcore, "stfpm": draw_stfpm, "fastflow": draw_fastflow}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", choices=[[], *FIGURES], metavar="NAME",
+                        help=f"the figures to draw (default: all of {', '.join(FIGURES)})")
     parser.add_argument("--png", type=Path, help="also write PNG copies into this folder (to look at)")
     arguments = parser.parse_args(argv)
     data = figure_data()
-    for name in FIGURES:
+    for name in arguments.names or FIGURES:
         with matplotlib.rc_context(STYLE):
             figure = DRAW[name](data[name])
             figure.savefig(ASSETS / f"{name}.svg", format="svg", metadata={"Date": None, "Creator": None})

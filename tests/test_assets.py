@@ -60,6 +60,16 @@ def test_a_changed_network_no_longer_matches_the_figure():
     assert "32\u00d7128\u00d7128" not in svg_lines(ASSETS / "cae.svg")
 
 
+def test_the_pyramid_figures_show_strides_4_8_16_and_flows_that_keep_the_shape(data):
+    # STFPM and FastFlow read the Lite0 blocks of strides 4, 8, 16 (the paper's ResNet-18 levels);
+    # the student has the teacher's shapes, and each flow maps a level to a z of the same shape.
+    for name in ("stfpm", "fastflow"):
+        sides = [int(shape.split("\u00d7")[-1]) for shape in data[name]["layers"].values()]
+        assert sides == [draw.IMAGE_SIDE // stride for stride in (4, 8, 16)], name
+    assert data["stfpm"]["distances"] == [shape.split("\u00d7", 1)[1] for shape in data["stfpm"]["layers"].values()]
+    assert data["fastflow"]["z"] == list(data["fastflow"]["layers"].values())
+
+
 def markdown_cells(path: Path) -> list[str]:
     cells = json.loads(path.read_text())["cells"]
     return ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"]
