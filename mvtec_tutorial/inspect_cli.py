@@ -42,11 +42,9 @@ def methods() -> dict[str, type[models.AnomalyDetector]]:
 def make_detector(method: str, *, kind: str, seed: int, schedule: str, settings: dict[str, Any],
                   device: str | None) -> models.AnomalyDetector:
     """The benchmark's detector ``method`` for a ``kind`` of image, with ``settings`` on top."""
-    known = methods()
-    if method in known and kind not in known[method].kinds():
-        raise ValueError(f"{method} applies to {' and '.join(known[method].kinds())} images, not to {kind}; "
-                         f"pass --kind {known[method].kinds()[0]}")
-    detector = benchmark.detector_for_kind(method, kind, seed=seed, schedule=schedule)
+    kinds = methods()[method].kinds() if method in methods() else (kind,)
+    detector = benchmark.detector_for_kind(method, kind, seed=seed, schedule=schedule,
+                                           what=f"{kind} images; pass --kind {kinds[0]}")
     try:
         return detector.set_params(device=device, **settings)
     except ValueError as error:

@@ -85,6 +85,8 @@ def test_evaluate_from_ok_ng_folders_and_from_masks_agree(parts, tmp_path, capsy
     (["fit", "{normal}", "--out", "{tmp}/d.pt", "--set", "smoothing=2", *FIT], "settings of mean_image: .*smoothing_sigma"),
     (["fit", "{normal}", "--out", "{tmp}/d.pt", "--tile", "5", *FIT], "tile 5 does not divide image_size 32"),
     (["score", "{tmp}/none.pt", "{normal}", "--out", "{tmp}"], "none.pt does not exist"),
+    (["fit", "{normal}", "--out", "{tmp}/d.pt", "--image-size", "32", "--method", "gmm_texture"],
+     "gmm_texture applies to texture images, not to object images; pass --kind texture"),
     (["evaluate", "{detector}", "{normal}", "--out", "{tmp}", "--quiet"], "is not in a sub-folder of .*normal"),
 ])
 def test_bad_input_exits_2_naming_the_problem(parts, tmp_path, capsys, arguments, match):
